@@ -1,0 +1,28 @@
+# Two entry points, each creating (or reusing) a virtualenv with the pinned dependencies of
+# setup.cfg. The venv lives outside the checkout, keyed by setup.cfg's hash, so every clone
+# with the same pins reuses it; the code itself always runs from this checkout (PYTHONPATH).
+PYTHON ?= python3.11
+PIN_HASH := $(shell sha256sum setup.cfg | cut -c1-16)
+VENV ?= $(HOME)/.cache/latent-pmrf/venv-$(PIN_HASH)
+RUN := PYTHONPATH=$(CURDIR) HF_HUB_OFFLINE=1 $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: quickstart test venv
+quickstart: $(VENV)/.ready
+	$(RUN) -m latent_pmrf quickstart --out runs/quickstart
+
+test: $(VENV)/.ready
+	$(RUN) -m pytest $(PYTEST_ARGS)
+
+venv: $(VENV)/.ready
+
+$(VENV)/.ready: setup.cfg
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade "pip>=24"
+	# Dependencies only: install the package with its extras, then remove the package itself.
+	$(VENV)/bin/python -m pip install -q ".[dev,baselines]"
+	$(VENV)/bin/python -m pip uninstall -q -y latent-pmrf
+	rm -rf build latent_pmrf.egg-info
+	touch $@

@@ -1,0 +1,112 @@
+"""LightningModule for Sim-VAE training: wires model, loss (Eq. 9), optimizer and logging."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch.optim.lr_scheduler import LambdaLR
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from ..config import from_dict, to_dict
+from ..losses.lpips_net import build_lpips
+from ..losses.patch_gan import PatchDiscriminator, discriminator_hinge_loss, generator_hinge_loss
+from ..losses.perceptual import VGGPerceptualLoss
+from ..models.sim_vae import SimVAE
+from .lr_schedule import warmup_cosine
+from .vae_config import VAETrainConfig
+
+log = logging.getLogger(__name__)
+
+
+class VAEModule(L.LightningModule):
+    def __init__(self, config: VAETrainConfig | dict, val_lpips: bool = True):
+        super().__init__()
+        cfg = config if isinstance(config, VAETrainConfig) else from_dict(VAETrainConfig, config)
+        # Plain dict, so checkpoints load with torch.load(weights_only=True).
+        self.save_hyperparameters({"config": to_dict(cfg), "val_lpips": val_lpips})
+        self.cfg = cfg
+        self.vae = SimVAE(cfg.model)
+        loss = cfg.loss
+        self.perceptual = (
+            VGGPerceptualLoss(loss.perceptual_layers, pretrained=loss.vgg_pretrained) if loss.perceptual_weight > 0 else None
+        )
+        self.lpips_loss = build_lpips("vgg") if loss.lpips_weight > 0 else None
+        self.discriminator = PatchDiscriminator(cfg.model.out_channels) if loss.gan_weight > 0 else None
+        self.val_lpips = self._try_val_lpips() if val_lpips else None
+        self._val_grid: torch.Tensor | None = None
+
+    def _try_val_lpips(self):
+        try:
+            return self.lpips_loss or build_lpips("vgg")
+        except FileNotFoundError as err:
+            log.warning("validation LPIPS is skipped: %s", err)
+            return None
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        cfg = self.cfg.loss
+        recon, posterior = self.vae(x, sample_posterior=True)
+        terms = {
+            "l1": F.l1_loss(recon.float(), x.float()),
+            # KL summed over latent elements, averaged over the batch (LDM / official code).
+            "kl": posterior.kl().mean(),
+        }
+        total = cfg.l1_weight * terms["l1"] + cfg.kl_weight * terms["kl"]
+        if self.perceptual is not None:
+            terms["perceptual"] = self.perceptual(recon.float(), x.float()).mean()
+            total = total + cfg.perceptual_weight * terms["perceptual"]
+        if self.lpips_loss is not None:
+            terms["lpips"] = self.lpips_loss(recon.float(), x.float()).mean()
+            total = total + cfg.lpips_weight * terms["lpips"]
+        if self.discriminator is not None and self.global_step >= cfg.gan_start_step:
+            terms["gan_g"] = generator_hinge_loss(self.discriminator, recon)
+            terms["gan_d"] = discriminator_hinge_loss(self.discriminator, x, recon)
+            total = total + cfg.gan_weight * terms["gan_g"] + terms["gan_d"]
+        terms["total"] = total
+        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, prog_bar=False)
+        self.log("loss", total.detach(), prog_bar=True, logger=False)
+        return total
+
+    # ------------------------------------------------------------------ validation (EMA weights)
+    def validation_step(self, x: torch.Tensor, batch_idx: int) -> None:
+        recon = self.vae.decode(self.vae.encode(x).mode()).clamp(-1, 1)
+        pred, gt = (recon.float() + 1) / 2, (x.float() + 1) / 2
+        n = x.shape[0]
+        psnr = peak_signal_noise_ratio(pred, gt, data_range=1.0, reduction="none", dim=(1, 2, 3))
+        ssim = structural_similarity_index_measure(pred, gt, data_range=1.0, reduction="none")
+        self.log("val/psnr", psnr.mean(), batch_size=n, sync_dist=True)
+        self.log("val/ssim", ssim.mean(), batch_size=n, sync_dist=True)
+        if self.val_lpips is not None:
+            self.log("val/lpips", self.val_lpips(recon.float(), x.float()).mean(), batch_size=n, sync_dist=True)
+        if batch_idx == 0:
+            k = min(n, 4)
+            self._val_grid = torch.cat([x[:k], recon[:k]]).float().cpu()
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val_grid is None or not self.trainer.is_global_zero or self.trainer.sanity_checking:
+            return
+        grid = torchvision.utils.make_grid((self._val_grid + 1) / 2, nrow=self._val_grid.shape[0] // 2)
+        out = Path(self.cfg.trainer.output_dir) / "samples" / f"val_step{self.global_step:08d}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        torchvision.utils.save_image(grid, out)
+        for logger in self.loggers:
+            if hasattr(logger.experiment, "add_image"):
+                logger.experiment.add_image("val/reconstruction", grid, self.global_step)
+        self._val_grid = None
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        o = self.cfg.optim
+        groups = [{"params": [p for p in self.vae.parameters() if p.requires_grad], "lr": o.lr}]
+        lambdas = [lambda step: warmup_cosine(step, o.lr, o.warmup_steps, o.warmup_start_lr, o.cosine_steps, o.min_lr) / o.lr]
+        if self.discriminator is not None:
+            groups.append({"params": list(self.discriminator.parameters()), "lr": self.cfg.loss.disc_lr})
+            lambdas.append(lambda step: 1.0)
+        optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, eps=o.eps)
+        scheduler = LambdaLR(optimizer, lambdas)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

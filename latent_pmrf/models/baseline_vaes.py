@@ -1,0 +1,84 @@
+"""Baseline VAEs of paper Table 1 (SD1.5, SDXL, FLUX, SD3), loaded through diffusers.
+
+They expose the same interface as ``SimVAE``: ``encode(x) -> DiagonalGaussian``, ``decode(z)``,
+``normalize_latents`` / ``denormalize_latents`` with the release's ``scaling_factor`` and
+``shift_factor``. diffusers is the ``baselines`` extra: ``pip install -e .[baselines]``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .gaussian import DiagonalGaussian
+
+# name -> (Hugging Face repo id, subfolder) of the releases the paper compares against.
+BASELINE_VAES = {
+    "sd15": ("stable-diffusion-v1-5/stable-diffusion-v1-5", "vae"),  # f8c4
+    "sdxl": ("stabilityai/sdxl-vae", None),  # f8c4
+    "flux": ("black-forest-labs/FLUX.1-dev", "vae"),  # f8c16
+    "sd3": ("stabilityai/stable-diffusion-3-medium-diffusers", "vae"),  # f8c16
+}
+
+
+def _diffusers():
+    try:
+        import diffusers
+    except ImportError as err:
+        raise ImportError("baseline VAEs need diffusers: pip install -e '.[baselines]'") from err
+    return diffusers
+
+
+class DiffusersVAE(nn.Module):
+    """A diffusers ``AutoencoderKL`` behind the ``SimVAE`` interface (images in [-1, 1])."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        cfg = model.config
+        self.latent_channels = cfg.latent_channels
+        self.downsample_factor = 2 ** (len(cfg.block_out_channels) - 1)
+        self.scaling_factor = cfg.scaling_factor
+        self.shift_factor = getattr(cfg, "shift_factor", None)
+
+    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
+        dist = self.model.encode(x).latent_dist
+        return DiagonalGaussian(mean=dist.mean, logvar=dist.logvar)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(z).sample
+
+    def normalize_latents(self, z: torch.Tensor) -> torch.Tensor:
+        return (z - (self.shift_factor or 0.0)) * (self.scaling_factor or 1.0)
+
+    def denormalize_latents(self, z: torch.Tensor) -> torch.Tensor:
+        return z / (self.scaling_factor or 1.0) + (self.shift_factor or 0.0)
+
+
+def load_baseline_vae(name_or_path: str | Path, subfolder: str | None = None) -> DiffusersVAE:
+    """A baseline by short name (``sd15``, ``sdxl``, ``flux``, ``sd3``: from the HF cache, or
+    downloaded when online) or from a local diffusers directory."""
+    diffusers = _diffusers()
+    source, sub = BASELINE_VAES.get(str(name_or_path), (str(name_or_path), subfolder))
+    try:
+        model = diffusers.AutoencoderKL.from_pretrained(source, subfolder=sub)
+    except (OSError, ValueError) as err:
+        raise FileNotFoundError(
+            f"baseline VAE {name_or_path!r}: cannot load {source!r} (subfolder {sub!r}) -- expected config.json and "
+            f"diffusion_pytorch_model.safetensors there or in the Hugging Face cache ({err})"
+        ) from err
+    return DiffusersVAE(model.eval())
+
+
+def sd_vae_state_dict_from_diffusers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a diffusers ``AutoencoderKL`` state dict to our ``sd_vae`` preset's module names."""
+    renames = ((".downsamplers.0.", ".downsampler."), (".upsamplers.0.", ".upsampler."),
+               (".attentions.0.group_norm.", ".attentions.0.norm."))
+    out = {}
+    for key, value in state.items():
+        for old, new in renames:
+            key = key.replace(old, new)
+        out[key] = value
+    return out
