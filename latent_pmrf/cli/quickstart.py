@@ -7,7 +7,6 @@ official format), ``reconstruction.png`` (held-out photo | reconstruction), ``lo
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from ..config import load_config
 from ..data.image_folder import to_tensor
 from ..data.image_io import read_image
 from ..lightning.export import export_vae
-from ..lightning.train_vae import fit_vae, last_checkpoint
+from ..lightning.train_vae import fit_vae, last_checkpoint, read_logged_metrics
 from ..lightning.vae_config import VAETrainConfig
 from ..losses.lpips_net import LPIPS_TRUNK_FILES
 from ..losses.perceptual import VGG19_WEIGHTS_FILE
@@ -60,20 +59,16 @@ def _hub_file_present(name: str) -> bool:
     return (Path(torch.hub.get_dir()) / "checkpoints" / name).is_file()
 
 
-def _plot_loss(metrics_csv: Path, out_png: Path) -> None:
+def _plot_loss(run_dir: Path, out_png: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps, losses = [], []
-    with metrics_csv.open() as f:
-        for row in csv.DictReader(f):
-            if row.get("train/total"):
-                steps.append(int(row["step"]))
-                losses.append(float(row["train/total"]))
-    if not steps:
-        raise ValueError(f"{metrics_csv} has no train/total values to plot")
+    rows = [row for row in read_logged_metrics(run_dir) if row.get("train/total")]
+    if not rows:
+        raise ValueError(f"{run_dir}/csv has no train/total values to plot")
+    steps, losses = [int(r["step"]) for r in rows], [float(r["train/total"]) for r in rows]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(steps, losses)
     ax.set(xlabel="step", ylabel="training loss", yscale="log", title="Sim-VAE quickstart")
@@ -87,7 +82,8 @@ def run_quickstart(out: str | Path, max_steps: int = 600) -> dict:
     start = time.time()
     train_dir, val_dir = _stage_photos(out / "data")
     overrides = [f"data.train=[{{root: {train_dir}}}]", f"data.val_dir={val_dir}",
-                 f"trainer.output_dir={out / 'vae'}", f"trainer.max_steps={max_steps}"]
+                 f"trainer.output_dir={out / 'vae'}", f"trainer.max_steps={max_steps}",
+                 f"trainer.log_every_n_steps={min(10, max_steps)}"]
     skipped = {}
     if not _hub_file_present(VGG19_WEIGHTS_FILE):
         overrides.append("loss.perceptual_weight=0")
@@ -115,7 +111,7 @@ def run_quickstart(out: str | Path, max_steps: int = 600) -> dict:
     psnr = float(10 * torch.log10(255.0**2 / mse))
     side_by_side = torch.cat([gt, pred], dim=2).permute(1, 2, 0).numpy()
     Image.fromarray((side_by_side * 255).round().astype(np.uint8)).save(out / "reconstruction.png")
-    _plot_loss(run_dir / "metrics.csv", out / "loss_curve.png")
+    _plot_loss(run_dir, out / "loss_curve.png")
 
     metrics = {
         "held_out_image": HELD_OUT,

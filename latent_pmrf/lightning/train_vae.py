@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
@@ -18,6 +19,17 @@ from .vae_module import VAEModule
 
 def last_checkpoint(output_dir: str | Path) -> Path:
     return Path(output_dir) / "checkpoints" / "last.ckpt"
+
+
+def read_logged_metrics(output_dir: str | Path) -> list[dict[str, str]]:
+    """Rows of every launch's ``csv/version_N/metrics.csv`` (a resumed run logs to a new version:
+    Lightning's CSVLogger would otherwise delete the earlier file), in launch order."""
+    versions = sorted(Path(output_dir).glob("csv/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    rows = []
+    for path in versions:
+        with path.open() as f:
+            rows.extend(csv.DictReader(f))
+    return rows
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -62,7 +74,7 @@ def fit_vae(cfg: VAETrainConfig, val_lpips: bool = True) -> Path:
         num_sanity_val_steps=0,
         log_every_n_steps=t.log_every_n_steps,
         callbacks=callbacks,
-        logger=[CSVLogger(out, name="", version=""), TensorBoardLogger(out, name="tensorboard", version="")],
+        logger=[CSVLogger(out, name="csv"), TensorBoardLogger(out, name="tensorboard", version="")],
         enable_progress_bar=t.progress_bar,
         enable_model_summary=t.progress_bar,
     )

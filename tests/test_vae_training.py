@@ -1,0 +1,123 @@
+"""Sim-VAE training end to end on CPU: the real paper config, shrunk."""
+
+import json
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO
+from latent_pmrf.cli.main import main
+from latent_pmrf.config import load_config
+from latent_pmrf.data.image_folder import ImageFolderCenter
+from latent_pmrf.lightning.train_vae import fit_vae, last_checkpoint, read_logged_metrics
+from latent_pmrf.lightning.vae_config import VAETrainConfig
+from latent_pmrf.models.sim_vae import SimVAE, SimVAEConfig
+
+CONFIG = REPO / "configs" / "vae" / "sim_vae_c32.yaml"
+
+
+def shrunk(faces_dir, out, max_steps, extra=()):
+    """configs/vae/sim_vae_c32.yaml with tiny widths, an untrained VGG, 64^2 crops, CPU."""
+    overrides = [
+        "model.block_out_channels=[32,32,64,64]", "model.layers_per_block=1", "model.layers_mid_block=1",
+        "loss.vgg_pretrained=false", f"data.train=[{{root: {faces_dir / 'hq'}}}]", f"data.val_dir={faces_dir / 'hq'}",
+        "data.val_limit=2", "data.crop_size=64", "data.val_crop_size=64", "data.batch_size=2", "data.val_batch_size=2",
+        "data.num_workers=0", "trainer.accelerator=cpu", "trainer.devices=1", f"trainer.output_dir={out}",
+        f"trainer.max_steps={max_steps}", "trainer.val_every_n_steps=2", "trainer.checkpoint_every_n_steps=2",
+        "trainer.log_every_n_steps=1", "trainer.progress_bar=false", *extra,
+    ]
+    return load_config(VAETrainConfig, CONFIG, overrides, presets=SimVAEConfig.preset)
+
+
+class RecordValidationWeights(L.Callback):
+    def __init__(self):
+        self.weights = []
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if batch_idx == 0:
+            self.weights.append(pl_module.vae.encoder.conv_out.weight.detach().clone())
+
+
+def test_two_steps_then_resume_then_export(faces_dir, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    recorder = RecordValidationWeights()
+    original_init = L.Trainer.__init__
+
+    def init_with_recorder(self, *args, callbacks=(), **kwargs):
+        original_init(self, *args, callbacks=[*callbacks, recorder], **kwargs)
+
+    monkeypatch.setattr(L.Trainer, "__init__", init_with_recorder)
+    fit_vae(shrunk(faces_dir, out, max_steps=2), val_lpips=False)
+    ckpt = torch.load(last_checkpoint(out), map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 2
+    ema, live = ckpt["state_dict"], ckpt["current_model_state"]
+    key = "vae.encoder.conv_out.weight"
+    assert not torch.equal(ema[key], live[key])
+    # Validation ran on the EMA weights (those stored as the checkpoint's state_dict), not the live ones.
+    assert len(recorder.weights) == 1 and torch.equal(recorder.weights[0], ema[key])
+
+    # Same command with a larger budget resumes from last.ckpt instead of starting over.
+    fit_vae(shrunk(faces_dir, out, max_steps=4), val_lpips=False)
+    ckpt2 = torch.load(last_checkpoint(out), map_location="cpu", weights_only=True)
+    assert ckpt2["global_step"] == 4
+    # Both launches' logs survive: steps 0-1 from the first, 2-3 from the resumed one.
+    logged = sorted({int(r["step"]) for r in read_logged_metrics(out) if r.get("train/total")})
+    assert logged == [0, 1, 2, 3]
+
+    # export-vae: EMA weights in the official format, read back by from_pretrained.
+    assert main(["export-vae", str(last_checkpoint(out)), str(tmp_path / "export")]) is None
+    vae = SimVAE.from_pretrained(tmp_path / "export")
+    for k, v in vae.state_dict().items():
+        assert torch.equal(v, ckpt2["state_dict"]["vae." + k]), k
+    assert (out / "config.yaml").is_file() and list((out / "samples").glob("*.png"))
+
+
+def test_cli_train_with_overrides(faces_dir, tmp_path):
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(CONFIG.read_text())
+    overrides = [o for o in _cli_overrides(faces_dir, tmp_path / "cli")]
+    main(["train", str(cfg_path), *overrides])
+    assert torch.load(last_checkpoint(tmp_path / "cli"), weights_only=True)["global_step"] == 1
+
+
+def _cli_overrides(faces_dir, out):
+    return ["model.block_out_channels=[32,32]", "model.layers_per_block=1", "model.layers_mid_block=1",
+            "loss.vgg_pretrained=false", f"data.train=[{{root: {faces_dir / 'hq'}}}]", "data.val_dir=null",
+            "data.crop_size=32", "data.batch_size=2", "data.num_workers=0", "trainer.accelerator=cpu", "trainer.devices=1",
+            f"trainer.output_dir={out}", "trainer.max_steps=1", "trainer.progress_bar=false"]
+
+
+def test_cli_reports_a_bad_key(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(CONFIG), "trainer.max_step=1"])
+    assert exc.value.code == 2 and "max_step" in capsys.readouterr().err
+
+
+def test_latent_stats_against_numpy(faces_dir, tmp_path):
+    torch.manual_seed(0)
+    vae = SimVAE(SimVAEConfig(block_out_channels=[32, 32], layers_per_block=1, layers_mid_block=1, latent_channels=4))
+    vae.save_pretrained(tmp_path)
+    main(["vae-latent-stats", "--vae", str(tmp_path), "--images", str(faces_dir / "hq"), "--limit", "3",
+          "--crop-size", "64", "--device", "cpu", "--write"])
+    with torch.no_grad():
+        z = np.concatenate([vae.encode(x[None]).mean.numpy().ravel() for x in ImageFolderCenter(faces_dir / "hq", 64, 3)])
+    raw = json.loads((tmp_path / "config.json").read_text())
+    assert raw["shift_factor"] == pytest.approx(z.mean(), rel=1e-4, abs=1e-6)
+    assert raw["scaling_factor"] == pytest.approx(1 / z.std(), rel=1e-4)
+    loaded = SimVAE.from_pretrained(tmp_path)
+    assert loaded.config.scaling_factor == raw["scaling_factor"]
+
+
+@pytest.mark.slow
+def test_quickstart_writes_its_outputs(tmp_path):
+    from latent_pmrf.cli.quickstart import run_quickstart
+
+    metrics = run_quickstart(tmp_path, max_steps=3)
+    for name in ("reconstruction.png", "loss_curve.png", "metrics.json"):
+        assert (tmp_path / name).stat().st_size > 1000 or name == "metrics.json"
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    assert saved["ema_weights"] is True and np.isfinite(saved["held_out_psnr_db"]) and saved["steps"] == 3
+    assert SimVAE.from_pretrained(tmp_path / "vae_export").config.latent_channels == 16
