@@ -1,0 +1,175 @@
+"""Speed and peak memory: Sim-VAE c32 vs diffusers ``AutoencoderKL`` f8c32 (the SD-VAE design).
+
+Both autoencoders have the same widths (128/256/512/512), depth (2 ResBlocks per encoder level)
+and a 32-channel latent at 1/8 resolution; they differ only in the Sim-VAE simplifications
+(pixel-wise LayerNorm, single-norm ResBlocks, no mid attention, fused resizing). Each is timed,
+on random weights and inputs in [-1, 1], for
+
+* forward:          eval mode under ``torch.no_grad``, encode -> sample z -> decode;
+* forward+backward: train mode, loss = mean squared reconstruction + mean KL, then ``backward``.
+
+Times are medians over ``--reps`` iterations after ``--warmup`` ones. Each model runs in its own
+subprocess (this script re-invoked with ``--worker``) so that peak memories do not mix: on CUDA
+it is ``torch.cuda.max_memory_allocated``, on CPU the peak RSS of the process (``ru_maxrss``)
+minus its RSS after the imports, i.e. weights + gradients + activations + allocator overhead.
+Ratios are AutoencoderKL / Sim-VAE, so > 1 means Sim-VAE is faster or smaller.
+Target (project issue): Sim-VAE >= 1.25x faster in forward+backward.
+
+Run from the repository root::
+
+    PYTHONPATH=. python benchmarks/vae_speed.py [--device cuda --batch-size 8] [--dtype bf16]
+        [--channels-last] [--reps 3] [--json vae_speed.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+MODELS = {"sim_vae": "Sim-VAE c32", "autoencoder_kl": "AutoencoderKL f8c32"}
+TARGET_SPEEDUP = 1.25
+
+
+def build(name: str) -> torch.nn.Module:
+    if name == "sim_vae":
+        from latent_pmrf.models.sim_vae import SimVAE, SimVAEConfig
+
+        return SimVAE(SimVAEConfig.preset("sim_vae_c32"))
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2, latent_channels=32, norm_num_groups=32,
+    )
+
+
+def vae_loss(name: str, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Encode, sample z ~ q(z|x), decode; reconstruction + KL loss (its value is irrelevant)."""
+    if name == "sim_vae":
+        recon, posterior = model(x, sample_posterior=True)
+    else:
+        posterior = model.encode(x).latent_dist
+        recon = model.decode(posterior.sample()).sample
+    return recon.float().square().mean() + posterior.kl().mean()
+
+
+def median_time(step, warmup: int, reps: int, sync) -> float:
+    for _ in range(warmup):
+        step()
+    sync()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def worker(args: argparse.Namespace) -> dict:
+    """Measure one model in this process; peak memory in MiB (see the module docstring)."""
+    # Both libraries are imported before the baseline RSS is read.
+    import diffusers  # noqa: F401
+
+    import latent_pmrf.models.sim_vae  # noqa: F401
+
+    cuda = args.device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def peak_mib() -> float:
+        if cuda:
+            return torch.cuda.max_memory_allocated() / 2**20
+        return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline_kib) / 2**10
+
+    torch.manual_seed(0)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = build(args.worker).to(args.device, memory_format=fmt)
+    x = (torch.rand(args.batch_size, 3, args.size, args.size, device=args.device) * 2 - 1).contiguous(memory_format=fmt)
+    bf16 = args.dtype == "bf16"
+
+    def forward() -> None:
+        with torch.no_grad(), torch.autocast(x.device.type, torch.bfloat16, enabled=bf16):
+            vae_loss(args.worker, model, x)
+
+    def forward_backward() -> None:
+        model.zero_grad(set_to_none=True)
+        with torch.autocast(x.device.type, torch.bfloat16, enabled=bf16):
+            loss = vae_loss(args.worker, model, x)
+        loss.backward()
+
+    # Forward first: on CPU ru_maxrss only grows, so the peak read after it is the forward's own.
+    model.eval()
+    fwd_s = median_time(forward, args.warmup, args.reps, sync)
+    fwd_mem = peak_mib()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    model.train()
+    fwd_bwd_s = median_time(forward_backward, args.warmup, args.reps, sync)
+    return {
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "fwd_s": fwd_s, "fwd_bwd_s": fwd_bwd_s, "fwd_peak_mib": fwd_mem, "fwd_bwd_peak_mib": peak_mib(),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch-size", type=int, help="default: 8 on CUDA, 1 on CPU")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--warmup", type=int, help="default: 3 on CUDA, 1 on CPU")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16 = autocast")
+    p.add_argument("--channels-last", action="store_true", help="channels_last models and inputs")
+    p.add_argument("--json", help="also write the numbers to this file")
+    p.add_argument("--worker", choices=MODELS, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    cuda = args.device.startswith("cuda")
+    args.batch_size = args.batch_size or (8 if cuda else 1)
+    args.warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)
+
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+    results = {}
+    for name in MODELS:
+        cmd = [sys.executable, __file__, *sys.argv[1:], "--worker", name]
+        out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+        results[name] = json.loads(out.splitlines()[-1])
+    sim, peer = results["sim_vae"], results["autoencoder_kl"]
+    ratios = {key: peer[key] / sim[key] for key in ("fwd_s", "fwd_bwd_s", "fwd_peak_mib", "fwd_bwd_peak_mib")}
+
+    from rich.console import Console
+    from rich.table import Table
+
+    mem = "peak CUDA allocated memory" if cuda else "peak RSS minus RSS after imports"
+    layout = "channels_last" if args.channels_last else "contiguous"
+    table = Table(title=f"{args.device}, batch {args.batch_size}, {args.size}², {args.dtype}, {layout}, "
+                        f"median of {args.reps}", caption=f"memory: {mem}; ratio: AutoencoderKL / Sim-VAE")
+    for col in ("model", "params (M)", "fwd s/it", "fwd+bwd s/it", "fwd MiB", "fwd+bwd MiB"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for name, r in results.items():
+        table.add_row(MODELS[name], f"{r['params_m']:.1f}", f"{r['fwd_s']:.3f}", f"{r['fwd_bwd_s']:.3f}",
+                      f"{r['fwd_peak_mib']:.0f}", f"{r['fwd_bwd_peak_mib']:.0f}")
+    table.add_row("ratio", "", *(f"{ratios[k]:.2f}x" for k in ratios), style="bold")
+    console = Console()
+    console.print(table)
+    met = ratios["fwd_bwd_s"] >= TARGET_SPEEDUP
+    console.print(f"Sim-VAE fwd+bwd speedup {ratios['fwd_bwd_s']:.2f}x (target >= {TARGET_SPEEDUP}x): "
+                  + ("[green]met[/green]" if met else "[red]NOT met[/red]"))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"settings": {k: v for k, v in vars(args).items() if k not in ("json", "worker")},
+                       "results": results, "ratios_peer_over_sim_vae": ratios, "target_met": met}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
