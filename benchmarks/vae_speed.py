@@ -2,8 +2,9 @@
 
 Both autoencoders have the same widths (128/256/512/512), depth (2 ResBlocks per encoder level)
 and a 32-channel latent at 1/8 resolution; they differ only in the Sim-VAE simplifications
-(pixel-wise LayerNorm, single-norm ResBlocks, no mid attention, fused resizing). Each is timed,
-on random weights and inputs in [-1, 1], for
+(pixel-wise LayerNorm, single-norm ResBlocks, three plain mid ResBlocks instead of
+ResBlock-attention-ResBlock, fused resizing). Each is timed, on random weights and inputs in
+[-1, 1], for
 
 * forward:          eval mode under ``torch.no_grad``, encode -> sample z -> decode;
 * forward+backward: train mode, loss = mean squared reconstruction + mean KL, then ``backward``.
