@@ -105,6 +105,30 @@ def test_forward_matches_independent_reference(norm_type, norm_position):
     torch.testing.assert_close(recon, ref, rtol=1e-4, atol=1e-4)
 
 
+def test_layer_norm_keeps_the_input_memory_layout():
+    from latent_pmrf.models.vae_blocks import ChannelLayerNorm
+
+    norm = ChannelLayerNorm(8, eps=1e-6)
+    x = torch.randn(2, 8, 5, 7)
+    ref = F.layer_norm(x.permute(0, 2, 3, 1), (8,), eps=1e-6).permute(0, 3, 1, 2)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        out = norm(x.contiguous(memory_format=layout))
+        assert out.is_contiguous(memory_format=layout)
+        torch.testing.assert_close(out, ref, rtol=0, atol=0)
+
+
+def test_channels_last_model_matches_contiguous():
+    cfg = SimVAEConfig(block_out_channels=[16, 32], layers_per_block=1, layers_mid_block=1, latent_channels=4)
+    model = randomize(SimVAE(cfg))
+    x = torch.rand(1, 3, 16, 24) * 2 - 1
+    with torch.no_grad():
+        ref = model.decode(model.encode(x).mode())
+        model = model.to(memory_format=torch.channels_last)
+        out = model.decode(model.encode(x.contiguous(memory_format=torch.channels_last)).mode())
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
 # ----------------------------------------------------------------- every switch builds and runs
 SWITCHES = list(itertools.product(["layer_norm", "group_norm"], ["pre_norm", "post_norm"], ["fused", "separate"],
                                   ["interpolate", "pixel_shuffle"], [False, True]))
