@@ -18,9 +18,10 @@ from latent_pmrf.models.sim_vae import SimVAE, SimVAEConfig
 CONFIG = REPO / "configs" / "vae" / "sim_vae_c32.yaml"
 
 
-def shrunk(faces_dir, out, max_steps, extra=()):
-    """configs/vae/sim_vae_c32.yaml with tiny widths, an untrained VGG, 64^2 crops, CPU."""
-    overrides = [
+def shrink_overrides(faces_dir, out, max_steps, extra=()):
+    """Dotlist shrinking configs/vae/sim_vae_c32.yaml: tiny widths, an untrained VGG, 64^2 crops,
+    one CPU device (the paper config asks for 8, which would spawn CPU DDP)."""
+    return [
         "model.block_out_channels=[32,32,64,64]", "model.layers_per_block=1", "model.layers_mid_block=1",
         "loss.vgg_pretrained=false", f"data.train=[{{root: {faces_dir / 'hq'}}}]", f"data.val_dir={faces_dir / 'hq'}",
         "data.val_limit=2", "data.crop_size=64", "data.val_crop_size=64", "data.batch_size=2", "data.val_batch_size=2",
@@ -28,7 +29,11 @@ def shrunk(faces_dir, out, max_steps, extra=()):
         f"trainer.max_steps={max_steps}", "trainer.val_every_n_steps=2", "trainer.checkpoint_every_n_steps=2",
         "trainer.log_every_n_steps=1", "trainer.progress_bar=false", *extra,
     ]
-    return load_config(VAETrainConfig, CONFIG, overrides, presets=SimVAEConfig.preset)
+
+
+def shrunk(faces_dir, out, max_steps, extra=()):
+    return load_config(VAETrainConfig, CONFIG, shrink_overrides(faces_dir, out, max_steps, extra),
+                       presets=SimVAEConfig.preset)
 
 
 class RecordValidationWeights(L.Callback):
@@ -77,16 +82,9 @@ def test_two_steps_then_resume_then_export(faces_dir, tmp_path, monkeypatch):
 def test_cli_train_with_overrides(faces_dir, tmp_path):
     cfg_path = tmp_path / "tiny.yaml"
     cfg_path.write_text(CONFIG.read_text())
-    overrides = [o for o in _cli_overrides(faces_dir, tmp_path / "cli")]
-    main(["train", str(cfg_path), *overrides])
+    main(["train", str(cfg_path), *shrink_overrides(faces_dir, tmp_path / "cli", max_steps=1,
+                                                    extra=["data.val_dir=null"])])
     assert torch.load(last_checkpoint(tmp_path / "cli"), weights_only=True)["global_step"] == 1
-
-
-def _cli_overrides(faces_dir, out):
-    return ["model.block_out_channels=[32,32]", "model.layers_per_block=1", "model.layers_mid_block=1",
-            "loss.vgg_pretrained=false", f"data.train=[{{root: {faces_dir / 'hq'}}}]", "data.val_dir=null",
-            "data.crop_size=32", "data.batch_size=2", "data.num_workers=0", "trainer.accelerator=cpu", "trainer.devices=1",
-            f"trainer.output_dir={out}", "trainer.max_steps=1", "trainer.progress_bar=false"]
 
 
 def test_cli_reports_a_bad_key(tmp_path, capsys):
@@ -102,7 +100,8 @@ def test_latent_stats_against_numpy(faces_dir, tmp_path):
     main(["vae-latent-stats", "--vae", str(tmp_path), "--images", str(faces_dir / "hq"), "--limit", "3",
           "--crop-size", "64", "--device", "cpu", "--write"])
     with torch.no_grad():
-        z = np.concatenate([vae.encode(x[None]).mean.numpy().ravel() for x in ImageFolderCenter(faces_dir / "hq", 64, 3)])
+        z = np.concatenate([vae.encode(item["image"][None]).mean.numpy().ravel()
+                            for item in ImageFolderCenter(faces_dir / "hq", 64, 3)])
     raw = json.loads((tmp_path / "config.json").read_text())
     assert raw["shift_factor"] == pytest.approx(z.mean(), rel=1e-4, abs=1e-6)
     assert raw["scaling_factor"] == pytest.approx(1 / z.std(), rel=1e-4)

@@ -1,69 +1,122 @@
-"""Plain image-folder datasets for autoencoder training and validation."""
+"""Image-folder reading shared by every dataset, and the plain folders autoencoders train on.
+
+``ImageFiles`` is the one reading path: a sorted file list plus the policy for unreadable files.
+Training sets use ``on_read_error="skip"``: the next readable file takes the place of a corrupt
+one, a warning names it, and the item reports how many files it skipped so that the training
+module logs a running count (``data/skipped_files``); nothing is dropped silently. Evaluation
+sets use ``"raise"``: an error naming the file.
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .image_io import list_images, read_image
+from .image_io import ImageReadError, list_images, read_image
+
+log = logging.getLogger(__name__)
+
+READ_ERROR_POLICIES = ("skip", "raise")
+MAX_CONSECUTIVE_SKIPS = 16
 
 
-def to_tensor(image) -> torch.Tensor:
+def to_tensor(image: np.ndarray) -> torch.Tensor:
     """(H, W, 3) float array in [0, 1] -> (3, H, W) tensor in [-1, 1]."""
-    return torch.from_numpy(image).permute(2, 0, 1).mul(2.0).sub(1.0).contiguous()
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).mul(2.0).sub(1.0).contiguous()
+
+
+class ImageFiles:
+    """A list of image files and what to do with an unreadable one (see the module docstring)."""
+
+    def __init__(self, files: list[Path], on_read_error: str = "skip"):
+        if on_read_error not in READ_ERROR_POLICIES:
+            raise ValueError(f"on_read_error must be one of {READ_ERROR_POLICIES}, got {on_read_error!r}")
+        self.files = list(files)
+        self.on_read_error = on_read_error
+        self.skipped_here = 0  # in this process (each dataloader worker has its own copy)
+
+    @classmethod
+    def from_sources(cls, sources: list[tuple[str | Path, int | None]], on_read_error: str = "skip") -> ImageFiles:
+        """Images from several folders: ``sources`` = [(root, limit)], each in sorted path order, the
+        first ``limit`` of it if given (the paper's VAE uses LSDIR crops + the first 10,000 FFHQ)."""
+        return cls([f for root, limit in sources for f in list_images(root, limit)], on_read_error)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def read(self, index: int) -> tuple[np.ndarray, Path, int]:
+        """(image, path, number of unreadable files skipped to get it)."""
+        if not 0 <= index < len(self.files):
+            raise IndexError(f"image index {index} out of range for {len(self.files)} files")
+        for skipped in range(MAX_CONSECUTIVE_SKIPS + 1):
+            path = self.files[(index + skipped) % len(self.files)]
+            try:
+                return read_image(path), path, skipped
+            except ImageReadError as err:
+                if self.on_read_error == "raise":
+                    raise
+                self.skipped_here += 1
+                log.warning("skipping unreadable training image (%d so far in this process): %s",
+                            self.skipped_here, err)
+        raise ImageReadError(f"{MAX_CONSECUTIVE_SKIPS + 1} consecutive unreadable images from "
+                             f"{self.files[index]}: check the dataset")
+
+
+def random_crop(image: np.ndarray, size: int, rng: np.random.Generator, path: Path) -> np.ndarray:
+    h, w = image.shape[:2]
+    if h < size or w < size:
+        raise ValueError(f"{path} is {w}x{h}, smaller than the crop {size}x{size}")
+    top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+    return image[top : top + size, left : left + size]
+
+
+def center_crop(image: np.ndarray, size: int, path: Path) -> np.ndarray:
+    h, w = image.shape[:2]
+    if h < size or w < size:
+        raise ValueError(f"{path} is {w}x{h}, smaller than the crop {size}x{size}")
+    top, left = (h - size) // 2, (w - size) // 2
+    return image[top : top + size, left : left + size]
 
 
 class ImageFolderCrops(Dataset):
-    """Random ``crop_size`` crops (and optional horizontal flips) of images from several folders.
+    """Random ``crop_size`` crops (and optional horizontal flips): ``{"image", "skipped"}``.
 
-    ``sources`` is a list of ``(root, limit)``: every image under ``root`` in sorted path order,
-    the first ``limit`` of them if given (the paper trains Sim-VAE on LSDIR crops plus the first
-    10,000 FFHQ images). Randomness comes from torch's RNG, which Lightning seeds per worker.
+    Randomness comes from torch's RNG, which Lightning seeds per worker.
     """
 
     def __init__(self, sources: list[tuple[str | Path, int | None]], crop_size: int, hflip: bool = True,
-                 repeat: int = 1):
-        self.files = [f for root, limit in sources for f in list_images(root, limit)]
+                 repeat: int = 1, on_read_error: str = "skip"):
+        self.images = ImageFiles.from_sources(sources, on_read_error)
         self.crop_size = crop_size
         self.hflip = hflip
         self.repeat = repeat  # each image appears `repeat` times per epoch, each time a new crop
 
     def __len__(self) -> int:
-        return len(self.files) * self.repeat
+        return len(self.images) * self.repeat
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        path = self.files[index % len(self.files)]
-        image = read_image(path)
-        h, w = image.shape[:2]
-        c = self.crop_size
-        if h < c or w < c:
-            raise ValueError(f"{path} is {w}x{h}, smaller than the training crop {c}x{c}")
-        top = int(torch.randint(0, h - c + 1, ()))
-        left = int(torch.randint(0, w - c + 1, ()))
-        crop = image[top : top + c, left : left + c]
-        if self.hflip and bool(torch.rand(()) < 0.5):
-            crop = crop[:, ::-1].copy()
-        return to_tensor(crop)
+    def __getitem__(self, index: int) -> dict:
+        image, path, skipped = self.images.read(index % len(self.images))
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
+        crop = random_crop(image, self.crop_size, rng, path)
+        if self.hflip and rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        return {"image": to_tensor(crop), "skipped": skipped}
 
 
 class ImageFolderCenter(Dataset):
     """Deterministic centre crops (validation): the same pixels every epoch and every run."""
 
     def __init__(self, root: str | Path, crop_size: int, limit: int | None = None):
-        self.files = list_images(root, limit)
+        self.images = ImageFiles(list_images(root, limit), on_read_error="raise")
         self.crop_size = crop_size
 
     def __len__(self) -> int:
-        return len(self.files)
+        return len(self.images)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        path = self.files[index]
-        image = read_image(path)
-        h, w = image.shape[:2]
-        c = self.crop_size
-        if h < c or w < c:
-            raise ValueError(f"{path} is {w}x{h}, smaller than the validation crop {c}x{c}")
-        top, left = (h - c) // 2, (w - c) // 2
-        return to_tensor(image[top : top + c, left : left + c])
+    def __getitem__(self, index: int) -> dict:
+        image, path, _ = self.images.read(index)
+        return {"image": to_tensor(center_crop(image, self.crop_size, path))}

@@ -1,11 +1,14 @@
-"""Reading images of any common kind as RGB float arrays in [0, 1]."""
+"""Reading images of any common kind as RGB float arrays in [0, 1]: the one reading path that
+every dataset, data_prep script and command of the repository uses."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -26,16 +29,48 @@ def list_images(root: str | Path, limit: int | None = None) -> list[Path]:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """(H, W, 3) float32 RGB in [0, 1] from 8/16-bit, gray, RGBA, palette or CMYK files."""
+    """(H, W, 3) float32 RGB in [0, 1].
+
+    8- and 16-bit files, gray, gray+alpha, RGBA (alpha dropped), palette, CMYK and 1-bit images are
+    all converted; EXIF orientation is applied. A missing, empty, corrupt or truncated file raises
+    ``ImageReadError`` naming it.
+    """
     path = Path(path)
     try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit gray
+        data = path.read_bytes()
+    except OSError as err:
+        raise ImageReadError(f"cannot read image {path}: {err}") from err
+    if not data:
+        raise ImageReadError(f"cannot read image {path}: the file is empty")
+    high = _decode_high_bit_depth(data)
+    if high is not None:
+        return high
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()  # raises on truncated data
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit gray (PIL may widen it to "I")
                 gray = np.asarray(img, dtype=np.float32) / 65535.0
                 arr = np.repeat(gray[..., None], 3, axis=2)
-            else:  # 8-bit L, P, LA, RGBA (alpha dropped), CMYK, 1-bit ...
+            elif img.mode == "F":  # float gray, assumed in [0, 1]
+                arr = np.repeat(np.asarray(img, dtype=np.float32)[..., None], 3, axis=2)
+            else:  # 8-bit L, LA, P, PA, RGBA, CMYK, YCbCr, 1-bit ...
                 arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(f"cannot read image {path}: {err}") from err
     return np.clip(arr, 0.0, 1.0)
+
+
+def _decode_high_bit_depth(data: bytes) -> np.ndarray | None:
+    """16-bit PNG/TIFF (which PIL reads as 8-bit RGB) through OpenCV; None for everything else."""
+    if not (data.startswith(b"\x89PNG") or data[:4] in (b"II*\x00", b"MM\x00*")):
+        return None
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.dtype != np.uint16:
+        return None
+    arr = arr.astype(np.float32) / 65535.0
+    if arr.ndim == 2:
+        return np.repeat(arr[..., None], 3, axis=2)
+    if arr.shape[2] == 4:
+        arr = arr[..., :3]
+    return np.ascontiguousarray(arr[..., ::-1]) if arr.shape[2] == 3 else np.repeat(arr[..., :1], 3, axis=2)

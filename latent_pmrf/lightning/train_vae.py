@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from ..atomic import write_text_atomic
 from ..config import to_yaml
 from .ema import EMA
 from .vae_config import VAETrainConfig
@@ -30,12 +30,6 @@ def read_logged_metrics(output_dir: str | Path) -> list[dict[str, str]]:
         with path.open() as f:
             rows.extend(csv.DictReader(f))
     return rows
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def fit_vae(cfg: VAETrainConfig, val_lpips: bool = True) -> Path:

@@ -34,6 +34,7 @@ class VAEDataConfig:
     batch_size: int = 8  # per device
     val_batch_size: int = 4
     num_workers: int = 4
+    on_read_error: str = "skip"  # unreadable training image: "skip" (warn, count, use the next) or "raise"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

@@ -18,7 +18,8 @@ class VAEDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         c = self.cfg
-        self.train_set = ImageFolderCrops([(s.root, s.limit) for s in c.train], c.crop_size, c.hflip, c.repeat)
+        self.train_set = ImageFolderCrops([(s.root, s.limit) for s in c.train], c.crop_size, c.hflip, c.repeat,
+                                         c.on_read_error)
         self.val_set = ImageFolderCenter(c.val_dir, c.val_crop_size, c.val_limit) if c.val_dir else None
 
     def _loader(self, dataset, batch_size: int, train: bool) -> DataLoader:

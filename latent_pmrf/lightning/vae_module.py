@@ -17,6 +17,7 @@ from ..losses.lpips_net import build_lpips
 from ..losses.patch_gan import PatchDiscriminator, discriminator_hinge_loss, generator_hinge_loss
 from ..losses.perceptual import VGGPerceptualLoss
 from ..models.sim_vae import SimVAE
+from .data_logging import log_skipped_files
 from .lr_schedule import warmup_cosine
 from .vae_config import VAETrainConfig
 
@@ -48,8 +49,10 @@ class VAEModule(L.LightningModule):
             return None
 
     # ------------------------------------------------------------------ training
-    def training_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         cfg = self.cfg.loss
+        x = batch["image"]
+        log_skipped_files(self, batch)
         recon, posterior = self.vae(x, sample_posterior=True)
         terms = {
             "l1": F.l1_loss(recon.float(), x.float()),
@@ -73,7 +76,8 @@ class VAEModule(L.LightningModule):
         return total
 
     # ------------------------------------------------------------------ validation (EMA weights)
-    def validation_step(self, x: torch.Tensor, batch_idx: int) -> None:
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        x = batch["image"]
         recon = self.vae.decode(self.vae.encode(x).mode()).clamp(-1, 1)
         pred, gt = (recon.float() + 1) / 2, (x.float() + 1) / 2
         n = x.shape[0]

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from ..atomic import write_text_atomic
 from ..data.image_folder import ImageFolderCenter
 from .sim_vae import SimVAE
 from .vae_hub import CONFIG_NAME
@@ -26,8 +27,8 @@ def estimate_latent_stats(vae_dir: str | Path, images: str | Path, limit: int | 
     total = torch.zeros((), dtype=torch.float64)
     total_sq = torch.zeros((), dtype=torch.float64)
     count = 0
-    for x in loader:
-        z = vae.encode(x.to(device)).mode().double().cpu()
+    for batch in loader:
+        z = vae.encode(batch["image"].to(device)).mode().double().cpu()
         total += z.sum()
         total_sq += z.pow(2).sum()
         count += z.numel()
@@ -39,7 +40,5 @@ def estimate_latent_stats(vae_dir: str | Path, images: str | Path, limit: int | 
         config_path = Path(vae_dir) / CONFIG_NAME
         raw = json.loads(config_path.read_text())
         raw.update(shift_factor=stats["shift_factor"], scaling_factor=stats["scaling_factor"])
-        tmp = config_path.with_name(f".{CONFIG_NAME}.tmp")
-        tmp.write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
-        tmp.replace(config_path)
+        write_text_atomic(config_path, json.dumps(raw, indent=2, sort_keys=True) + "\n")
     return stats

@@ -14,13 +14,13 @@ so the official loader refuses them instead of building a different network.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..atomic import atomic_write, write_text_atomic
 from .sim_vae import SimVAEConfig
 
 if TYPE_CHECKING:
@@ -176,21 +176,12 @@ def load_pretrained(cls: type["SimVAE"], path_or_repo_id: str | Path, map_locati
     return model
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_pretrained(model: "SimVAE", directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+    atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
     text = json.dumps(config_to_dict(model.config), indent=2, sort_keys=True) + "\n"
-    _atomic_write(directory / CONFIG_NAME, lambda p: p.write_text(text))
+    write_text_atomic(directory / CONFIG_NAME, text)
     return directory
 
