@@ -1,0 +1,59 @@
+"""Where the flow runs: Sim-VAE latent space (Latent-PMRF) or pixel space (PMRF).
+
+Both map an image in [-1, 1] to the flow's space and back, and build the source sample
+Z0 = E(clip(f(y), -1, 1)) + σ_s·ε (latent) or f(y) + σ_s·ε (pixel), paper Sec. 3.1 / Fig. 2.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class PixelSpace(nn.Module):
+    """Identity space. PMRF works on [0, 1] images with σ_s = 0.1; on our [-1, 1] images the same
+    noise is σ_s = 0.2 (the pixel config's default)."""
+
+    scale_factor = 1
+
+    def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return x
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
+
+class LatentSpace(nn.Module):
+    """A frozen VAE: z = (E(x) - shift_factor) · scaling_factor, x = D(z / scaling_factor + shift_factor).
+
+    ``sample_posterior=True`` encodes with a posterior sample, as the official pipeline does;
+    False uses the posterior mean. The VAE is kept in eval mode and never receives gradients.
+    """
+
+    scale_factor = 8
+
+    def __init__(self, vae: nn.Module, sample_posterior: bool = True):
+        super().__init__()
+        self.vae = vae.eval().requires_grad_(False)
+        self.sample_posterior = sample_posterior
+
+    def train(self, mode: bool = True) -> LatentSpace:  # the VAE stays frozen in eval mode
+        return super().train(False)
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        posterior = self.vae.encode(x)
+        z = posterior.sample(generator=generator) if self.sample_posterior else posterior.mode()
+        return self.vae.normalize_latents(z)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(self.vae.denormalize_latents(z))
+
+
+def source_sample(space: nn.Module, posterior_mean: torch.Tensor, noise_std: float,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Z0 = space(clip(f(y), -1, 1)) + σ_s·ε."""
+    z = space.encode(posterior_mean.clamp(-1, 1), generator=generator)
+    noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+    return z + noise_std * noise
