@@ -67,16 +67,16 @@ def test_warmup_cosine_schedule_points():
 def test_ema_follows_the_official_decay_schedule():
     ema = EMA(decay=0.9999)
     model = nn.Linear(3, 1, bias=False)
-    ema._average_model = torch.optim.swa_utils.AveragedModel(model, avg_fn=ema._kwargs["avg_fn"], use_buffers=True)
+    average = torch.optim.swa_utils.AveragedModel(model, avg_fn=ema.avg_fn, use_buffers=True)
     expected = model.weight.detach().clone()
-    ema._average_model.update_parameters(model)  # first update copies
+    average.update_parameters(model)  # first update copies
     for n in range(1, 30):
         with torch.no_grad():
             model.weight.add_(torch.randn_like(model.weight))
         decay = min(0.9999, (1 + n) / (10 + n))  # diffusers EMAModel with n updates so far
         expected = decay * expected + (1 - decay) * model.weight.detach()
-        ema._average_model.update_parameters(model)
-        torch.testing.assert_close(ema._average_model.module.weight, expected)
+        average.update_parameters(model)
+        torch.testing.assert_close(average.module.weight, expected)
 
 
 def test_gan_terms_move_only_their_own_network():

@@ -120,3 +120,13 @@ def test_quickstart_writes_its_outputs(tmp_path):
     assert saved == json.loads(json.dumps(metrics))
     assert saved["ema_weights"] is True and np.isfinite(saved["held_out_psnr_db"]) and saved["steps"] == 3
     assert SimVAE.from_pretrained(tmp_path / "vae_export").config.latent_channels == 16
+
+
+def test_ema_averages_only_the_autoencoder(faces_dir, tmp_path):
+    """The frozen VGG is neither averaged nor stored twice; resume restores live and EMA weights."""
+    out = tmp_path / "run"
+    fit_vae(shrunk(faces_dir, out, max_steps=2, extra=["trainer.val_every_n_steps=100"]), val_lpips=False)
+    ckpt = torch.load(last_checkpoint(out), map_location="cpu", weights_only=True)
+    assert all(k.startswith("vae.") for k in ckpt["current_model_state"])
+    assert any(k.startswith("perceptual.") for k in ckpt["state_dict"])
+    assert int(ckpt["ema_state"]["n_averaged"]) == 2

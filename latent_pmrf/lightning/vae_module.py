@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 
 class VAEModule(L.LightningModule):
+    ema_target = "vae"  # the EMA callback averages only the autoencoder
+
     def __init__(self, config: VAETrainConfig | dict, val_lpips: bool = True):
         super().__init__()
         cfg = config if isinstance(config, VAETrainConfig) else from_dict(VAETrainConfig, config)
