@@ -25,12 +25,13 @@ def load_config(
     schema: Callable[..., T],
     path: str | Path | None = None,
     overrides: list[str] | None = None,
-    presets: Callable[[str], Any] | None = None,
+    presets: Callable[[str], Any] | dict[str, Callable[[str], Any]] | None = None,
 ) -> T:
     """Build a ``schema`` dataclass from YAML ``path`` and dotlist ``overrides``.
 
-    ``presets(name)`` returns the model config for ``model.preset: name``; it replaces the
-    schema's default ``model`` before the YAML and overrides are merged on top.
+    ``presets`` maps a dotted config path to a function of a preset name (a bare function means
+    ``{"model": function}``): ``model.preset: name`` replaces the schema's default ``model`` by
+    ``presets["model"](name)`` before the YAML and overrides are merged on top.
     """
     source = str(path) if path is not None else "<defaults>"
     try:
@@ -43,15 +44,19 @@ def load_config(
         raise ConfigError(f"{source}: the top level must be a mapping of keys")
 
     defaults = schema()
-    preset = OmegaConf.select(user, "model.preset")
-    if preset is not None:
-        if presets is None:
-            raise ConfigError(f"{source}: model.preset is not supported by {schema.__name__}")
+    if presets is not None and not isinstance(presets, dict):
+        presets = {"model": presets}
+    if OmegaConf.select(user, "model.preset") is not None and "model" not in (presets or {}):
+        raise ConfigError(f"{source}: model.preset is not supported by {schema.__name__}")
+    for where in presets or {}:
+        name = OmegaConf.select(user, f"{where}.preset")
+        if name is None:
+            continue
         try:
-            defaults = dataclasses.replace(defaults, model=presets(str(preset)))
+            defaults = _replace_at(defaults, where.split("."), presets[where](str(name)))
         except KeyError as err:
-            raise ConfigError(f"{source}: model.preset: {err.args[0]}") from err
-        user.model.pop("preset")
+            raise ConfigError(f"{source}: {where}.preset: {err.args[0]}") from err
+        OmegaConf.select(user, where).pop("preset")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(defaults), user)
         return OmegaConf.to_object(merged)
@@ -60,6 +65,12 @@ def load_config(
         raise ConfigError(f"{source}: invalid value for {key}: {str(err).splitlines()[0]}") from err
     except (ValueError, TypeError) as err:  # raised by a dataclass __post_init__ check
         raise ConfigError(f"{source}: {err}") from err
+
+
+def _replace_at(obj, path: list[str], value):
+    if len(path) == 1:
+        return dataclasses.replace(obj, **{path[0]: value})
+    return dataclasses.replace(obj, **{path[0]: _replace_at(getattr(obj, path[0]), path[1:], value)})
 
 
 def from_dict(schema: Callable[..., T], data: dict) -> T:

@@ -23,6 +23,8 @@ from torch.optim.swa_utils import AveragedModel
 
 def ema_avg_fn(decay: float, warmup: bool):
     def avg_fn(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+        if not averaged.is_floating_point():  # integer buffers (e.g. index tables) are copied
+            return current
         # Tensor arithmetic only: no host sync per parameter on GPU.
         n = num_averaged.to(averaged.dtype)
         d = torch.clamp((1 + n) / (10 + n), max=decay) if warmup else torch.full_like(n, decay)

@@ -1,0 +1,80 @@
+"""The one training driver: Trainer, callbacks, loggers and resume, shared by every task."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from ..atomic import write_text_atomic
+from ..config import to_yaml
+from .ema import EMA
+
+
+def last_checkpoint(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "checkpoints" / "last.ckpt"
+
+
+def read_logged_metrics(output_dir: str | Path) -> list[dict[str, str]]:
+    """Rows of every launch's ``csv/version_N/metrics.csv`` (a resumed run logs to a new version:
+    Lightning's CSVLogger would otherwise delete the earlier file), in launch order."""
+    versions = sorted(Path(output_dir).glob("csv/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    rows = []
+    for path in versions:
+        with path.open() as f:
+            rows.extend(csv.DictReader(f))
+    return rows
+
+
+def fit(cfg, module: L.LightningModule, datamodule: L.LightningDataModule, ema_decay: float | None,
+        ema_warmup: bool = True, grad_clip: float | None = None, callbacks: list | None = None,
+        use_distributed_sampler: bool = True) -> Path:
+    """Train until ``cfg.trainer.max_steps``; returns the output directory.
+
+    With ``trainer.resume`` (default) an existing ``checkpoints/last.ckpt`` is continued, so a
+    re-run of the same command after a crash or pre-emption loses at most
+    ``checkpoint_every_n_steps`` steps. Checkpoint writes are atomic (Lightning writes through an
+    fsspec transaction); the resolved config is written to ``OUTPUT/config.yaml``.
+    """
+    t = cfg.trainer
+    out = Path(t.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "config.yaml", to_yaml(cfg))
+    L.seed_everything(t.seed, workers=True, verbose=False)
+
+    checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="step{step:08d}", auto_insert_metric_name=False,
+                                 every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=1, save_last=True,
+                                 save_on_train_epoch_end=True)
+    callbacks = [*(callbacks or []), checkpoint, LearningRateMonitor("step")]
+    if ema_decay is not None:
+        callbacks.insert(0, EMA(ema_decay, ema_warmup))
+    if t.progress_bar:
+        callbacks.append(RichProgressBar())
+    trainer = L.Trainer(
+        default_root_dir=out,
+        max_steps=t.max_steps,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=grad_clip,
+        # val_check_interval counts batches; one optimizer step takes accumulate_grad_batches of them.
+        val_check_interval=t.val_every_n_steps * t.accumulate_grad_batches,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        log_every_n_steps=t.log_every_n_steps,
+        callbacks=callbacks,
+        logger=[CSVLogger(out, name="csv"), TensorBoardLogger(out, name="tensorboard", version="")],
+        enable_progress_bar=t.progress_bar,
+        enable_model_summary=t.progress_bar,
+        use_distributed_sampler=use_distributed_sampler,
+    )
+    last = last_checkpoint(out)
+    resume_from = last if t.resume and last.is_file() else None
+    trainer.fit(module, datamodule, ckpt_path=resume_from)
+    return out
