@@ -113,13 +113,14 @@ def test_latent_stats_against_numpy(faces_dir, tmp_path):
 def test_quickstart_writes_its_outputs(tmp_path):
     from latent_pmrf.cli.quickstart import run_quickstart
 
-    metrics = run_quickstart(tmp_path, max_steps=3)
-    for name in ("reconstruction.png", "loss_curve.png", "metrics.json"):
+    metrics = run_quickstart(tmp_path, max_steps=3, restoration_steps=2)
+    for name in ("reconstruction.png", "restoration.png", "loss_curve.png", "metrics.json"):
         assert (tmp_path / name).stat().st_size > 1000 or name == "metrics.json"
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(metrics))
     assert saved["ema_weights"] is True and np.isfinite(saved["held_out_psnr_db"]) and saved["steps"] == 3
     assert SimVAE.from_pretrained(tmp_path / "vae_export").config.latent_channels == 16
+    assert np.isfinite(saved["restoration"]["latent_pmrf_psnr_db"]) and saved["restoration"]["flow_steps"] == 2
 
 
 def test_ema_averages_only_the_autoencoder(faces_dir, tmp_path):

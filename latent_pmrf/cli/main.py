@@ -12,11 +12,20 @@ console = Console(stderr=True)
 
 def _train(args: argparse.Namespace) -> None:
     from ..config import load_config
+    from ..lightning.restoration_config import FlowTrainConfig, PosteriorMeanTrainConfig
+    from ..lightning.train_restoration import fit_flow, fit_posterior_mean
     from ..lightning.train_vae import fit_vae
     from ..lightning.vae_config import VAETrainConfig
+    from ..models.hdit import HDiTConfig
     from ..models.sim_vae import SimVAEConfig
+    from ..models.swinir import SwinIRConfig
 
-    tasks = {"vae": (VAETrainConfig, SimVAEConfig.preset, fit_vae)}
+    tasks = {
+        "vae": (VAETrainConfig, SimVAEConfig.preset, fit_vae),
+        "posterior_mean": (PosteriorMeanTrainConfig, SwinIRConfig.preset, fit_posterior_mean),
+        "flow": (FlowTrainConfig, {"model": HDiTConfig.preset, "posterior_mean.model": SwinIRConfig.preset},
+                 fit_flow),
+    }
     from omegaconf import OmegaConf
 
     task = OmegaConf.load(args.config).get("task", "vae")
@@ -46,7 +55,24 @@ def _latent_stats(args: argparse.Namespace) -> None:
 def _quickstart(args: argparse.Namespace) -> None:
     from .quickstart import run_quickstart
 
-    run_quickstart(args.out, max_steps=args.steps)
+    run_quickstart(args.out, max_steps=args.steps, restoration_steps=args.restoration_steps)
+
+
+def _degrade_preview(args: argparse.Namespace) -> None:
+    from .degrade_preview import degrade_preview
+
+    out = degrade_preview(args.image, args.out, preset=args.preset, n=args.n, seed=args.seed, size=args.size,
+                          config=args.config)
+    console.print(f"wrote {args.n} degradations of {args.image} to {out}")
+
+
+def _restore(args: argparse.Namespace) -> None:
+    from .restore import restore
+
+    summary = restore(args.ckpt, args.input, args.output, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
+                      device=args.device, save_posterior_mean=args.save_posterior_mean, console=console)
+    if summary.failed and not summary.written:
+        sys.exit(1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,10 +99,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write", action="store_true", help="store the factors in the snapshot's config.json")
     p.set_defaults(func=_latent_stats)
 
-    p = sub.add_parser("quickstart", help="train a small Sim-VAE on scikit-image's photos (CPU, minutes)")
+    p = sub.add_parser("quickstart", help="Sim-VAE, posterior mean and Latent-PMRF on scikit-image's photos (CPU)")
     p.add_argument("--out", default="runs/quickstart")
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--restoration-steps", type=int, default=300,
+                   help="training steps of the posterior-mean model and of the flow each")
+    p.add_argument("--steps", type=int, default=600, help="Sim-VAE training steps")
     p.set_defaults(func=_quickstart)
+
+    p = sub.add_parser("degrade-preview", help="a grid of synthetic LQ samples of one HQ image, with their parameters")
+    p.add_argument("--image", required=True, help="HQ image file")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--preset", default="difface", help="degradation preset (difface, gfpgan)")
+    which.add_argument("--config", help="YAML file of DegradationConfig fields (optionally with preset:)")
+    p.add_argument("--n", type=int, default=16, help="number of samples (grid of ceil(sqrt(n)) columns after the GT)")
+    p.add_argument("--seed", type=int, default=0, help="sample i uses SeedSequence([seed, i])")
+    p.add_argument("--size", type=int, help="centre-crop and resize to size x size (default: keep if <= 512, else 512)")
+    p.set_defaults(func=_degrade_preview)
+
+    p = sub.add_parser("restore", help="restore a face image or a folder with a trained (latent) PMRF checkpoint")
+    p.add_argument("--ckpt", required=True, help="flow training checkpoint (.ckpt; EMA weights are used)")
+    p.add_argument("--input", required=True, help="image file or folder (searched recursively)")
+    p.add_argument("--output", required=True, help="writes OUTPUT/restored/ (and OUTPUT/posterior_mean/)")
+    p.add_argument("--steps", type=int, default=25, help="Euler steps (paper: 25)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--save-posterior-mean", action="store_true", help="also write f(y), needed for IndRMSE")
+    p.set_defaults(func=_restore)
     return parser
 
 

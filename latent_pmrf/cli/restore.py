@@ -1,0 +1,101 @@
+"""``latent-pmrf restore``: restore a file or a folder of faces with a trained (latent) PMRF checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from rich.console import Console
+from rich.progress import Progress
+
+from ..atomic import atomic_write
+from ..data.image_io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image
+from ..lightning.flow_module import FlowModule
+
+
+@dataclass
+class RestoreSummary:
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Reflect-pad (replicate where the image is too small to reflect) bottom/right to a multiple."""
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if ph == 0 and pw == 0:
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def save_png(image: torch.Tensor, path: Path) -> None:
+    """(3, H, W) in [-1, 1] -> 8-bit RGB PNG, written atomically."""
+    arr = ((image.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"))
+
+
+def input_files(source: Path) -> tuple[Path, list[Path]]:
+    if source.is_dir():
+        return source, list_images(source)
+    if source.is_file():
+        if source.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise ValueError(f"{source}: not an image file ({', '.join(IMAGE_EXTENSIONS)})")
+        return source.parent, [source]
+    raise FileNotFoundError(f"input not found: {source}")
+
+
+def restore(ckpt: str | Path, source: str | Path, output: str | Path, steps: int = 25, seed: int = 0,
+            batch_size: int = 1, device: str = "cpu", save_posterior_mean: bool = False,
+            console: Console | None = None) -> RestoreSummary:
+    """Restored images go to OUTPUT/restored/<relative path>.png (input size; gray, RGBA and
+    16-bit inputs are read as RGB and written as 8-bit RGB), f(y) to OUTPUT/posterior_mean/ with
+    ``save_posterior_mean``. Image i uses a generator seeded by (seed, i), so results do not
+    depend on the batch size. An unreadable file is reported and skipped; the rest still run."""
+    console = console or Console(stderr=True)
+    module = FlowModule.from_checkpoint(ckpt).to(device)
+    root, files = input_files(Path(source))
+    output = Path(output)
+    summary = RestoreSummary()
+    multiple = module.size_multiple
+
+    images: list[tuple[int, Path, np.ndarray]] = []
+    for i, path in enumerate(files):
+        try:
+            images.append((i, path, read_image(path)))
+        except ImageReadError as err:
+            summary.failed.append((path, str(err)))
+    # Batch images of equal padded size together.
+    groups: dict[tuple[int, int], list] = {}
+    for item in images:
+        h, w = item[2].shape[:2]
+        groups.setdefault((-(-h // multiple), -(-w // multiple)), []).append(item)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("restoring", total=len(images))
+        for batch_items in groups.values():
+            for start in range(0, len(batch_items), batch_size):
+                batch = batch_items[start : start + batch_size]
+                x = torch.stack([pad_to_multiple(torch.from_numpy(im).permute(2, 0, 1) * 2 - 1, multiple)
+                                 for _, _, im in batch]).to(device)
+                gens = [torch.Generator(device=device).manual_seed(seed * 1_000_003 + i) for i, _, _ in batch]
+                restored, pm = module.restore(x, steps, generator=gens)
+                for (i, path, im), out, mean in zip(batch, restored, pm):
+                    h, w = im.shape[:2]
+                    rel = path.relative_to(root).with_suffix(".png")
+                    save_png(out[:, :h, :w], output / "restored" / rel)
+                    if save_posterior_mean:
+                        save_png(mean[:, :h, :w], output / "posterior_mean" / rel)
+                    summary.written.append(output / "restored" / rel)
+                progress.advance(task, len(batch))
+    console.print(f"restored {len(summary.written)} image(s) into {output / 'restored'}"
+                  + (f"; posterior means in {output / 'posterior_mean'}" if save_posterior_mean else ""))
+    for path, reason in summary.failed:
+        console.print(f"[yellow]skipped[/yellow] {reason}")
+    if summary.failed:
+        console.print(f"[yellow]{len(summary.failed)} file(s) could not be read[/yellow]")
+    return summary

@@ -1,0 +1,47 @@
+"""DataModule for restoration training: HQ folders with LQ synthesised on the fly (seeded per
+(seed, epoch, index) through ``EpochIndexSampler``), validation LQ fixed per index."""
+
+from __future__ import annotations
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from ..data.bfr_datasets import PairedOnlineDataset
+from ..data.degradations import BFRDegradation
+from ..data.samplers import EpochIndexSampler
+from .restoration_config import BFRDataConfig
+
+
+class BFRDataModule(L.LightningDataModule):
+    """Build the Trainer with ``use_distributed_sampler=False``: the sampler shards ranks itself."""
+
+    def __init__(self, cfg: BFRDataConfig):
+        super().__init__()
+        if not cfg.train:
+            raise ValueError("data.train lists no HQ image folders: add at least one {root: DIR}")
+        self.cfg = cfg
+        self.degradation = BFRDegradation.from_dict(dict(cfg.degradation))
+
+    def setup(self, stage: str | None = None) -> None:
+        c = self.cfg
+        self.train_set = PairedOnlineDataset([(s.root, s.limit) for s in c.train], self.degradation, c.crop_size,
+                                             seed=c.seed, train=True, on_read_error=c.on_read_error)
+        self.val_set = (PairedOnlineDataset([(c.val_dir, c.val_limit)], self.degradation, c.crop_size, seed=c.seed,
+                                            train=False) if c.val_dir else None)
+
+    def train_dataloader(self) -> DataLoader:
+        c = self.cfg
+        if len(self.train_set) < c.batch_size:
+            raise ValueError(f"data.train has {len(self.train_set)} images, fewer than data.batch_size={c.batch_size}")
+        trainer = self.trainer
+        sampler = EpochIndexSampler(len(self.train_set), shuffle=True, seed=c.seed,
+                                    num_replicas=trainer.world_size if trainer else 1,
+                                    rank=trainer.global_rank if trainer else 0, drop_last=True)
+        return DataLoader(self.train_set, batch_size=c.batch_size, sampler=sampler, drop_last=True,
+                          num_workers=c.num_workers, persistent_workers=c.num_workers > 0, pin_memory=True)
+
+    def val_dataloader(self):
+        if self.val_set is None:
+            return []
+        return DataLoader(self.val_set, batch_size=self.cfg.val_batch_size, num_workers=self.cfg.num_workers,
+                          pin_memory=True)

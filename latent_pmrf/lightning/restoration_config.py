@@ -1,0 +1,95 @@
+"""Configs of the restoration tasks: the posterior-mean estimator and the (latent or pixel) flow.
+
+Defaults are the paper's (Sec. 5.1) and PMRF's: FFHQ-512 with the DifFace degradation, HDiT,
+AdamW lr 5e-4, betas (0.9, 0.95), weight decay 1e-2, constant lr, EMA 0.9999, bf16-mixed,
+400k steps at global batch 64 (= data.batch_size × devices × num_nodes × accumulation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ..models.hdit import HDiTConfig
+from ..models.swinir import SwinIRConfig
+from .vae_config import ImageSourceConfig, TrainerConfig
+
+
+@dataclass
+class BFRDataConfig:
+    train: list[ImageSourceConfig] = field(default_factory=list)  # HQ folders; LQ synthesised on the fly
+    val_dir: Optional[str] = None  # HQ folder; its LQ is fixed by (seed, index)
+    val_limit: Optional[int] = 16
+    crop_size: Optional[int] = None  # None: whole images (FFHQ-512 is already 512²)
+    degradation: dict[str, Any] = field(default_factory=lambda: {"preset": "difface"})
+    seed: int = 0
+    batch_size: int = 8  # per device
+    val_batch_size: int = 4
+    num_workers: int = 8
+    on_read_error: str = "skip"
+
+
+@dataclass
+class RestorationOptimConfig:
+    lr: float = 5e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    weight_decay: float = 1e-2
+    eps: float = 1e-8
+    grad_clip: Optional[float] = None
+    ema_decay: float = 0.9999
+    ema_warmup: bool = False  # PMRF's torch_ema: constant decay
+
+
+@dataclass
+class PosteriorMeanTrainConfig:
+    """f(y) ≈ E[x|y] (Sec. 2.2 step 1): SwinIR trained with L1 (DifFace's released model) or MSE."""
+
+    task: str = "posterior_mean"
+    model: SwinIRConfig = field(default_factory=SwinIRConfig)
+    init_checkpoint: Optional[str] = None  # start from e.g. DifFace's swinir_restoration512_L1.pth
+    loss: str = "l1"  # "l1" | "mse"
+    data: BFRDataConfig = field(default_factory=BFRDataConfig)
+    optim: RestorationOptimConfig = field(default_factory=lambda: RestorationOptimConfig(
+        lr=1e-4, betas=[0.9, 0.99], weight_decay=0.0))
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(output_dir="runs/posterior_mean"))
+
+    def __post_init__(self) -> None:
+        if self.task != "posterior_mean":
+            raise ValueError(f"task must be 'posterior_mean', got {self.task!r}")
+        if self.loss not in ("l1", "mse"):
+            raise ValueError(f"loss must be 'l1' or 'mse', got {self.loss!r}")
+
+
+@dataclass
+class PosteriorMeanSource:
+    """The frozen f(y): a posterior_mean training checkpoint (``.ckpt``), DifFace's ``.pth``, or
+    null for DifFace's file from ``$TORCH_HOME/hub/checkpoints``."""
+
+    checkpoint: Optional[str] = None
+    model: SwinIRConfig = field(default_factory=SwinIRConfig)
+
+
+@dataclass
+class FlowTrainConfig:
+    """Latent-PMRF (``space: latent``) or PMRF (``space: pixel``) rectified flow (Sec. 3.1)."""
+
+    task: str = "flow"
+    space: str = "latent"  # "latent" | "pixel"
+    vae: Optional[str] = None  # Sim-VAE snapshot directory or HF repo id (latent space)
+    vae_sample_posterior: bool = True  # encode with a posterior sample, as the official pipeline
+    posterior_mean: PosteriorMeanSource = field(default_factory=PosteriorMeanSource)
+    # σ_s: 0.1 in the normalised latent (official "std0dot1"); pixel PMRF uses 0.1 on [0, 1]
+    # images, i.e. 0.2 on our [-1, 1] images (configs/pmrf/pixel_ffhq512.yaml).
+    source_noise_std: float = 0.1
+    model: HDiTConfig = field(default_factory=lambda: HDiTConfig.preset("hdit_latent_pmrf"))
+    val_steps: int = 50  # Euler steps for validation samples (25 at inference)
+    data: BFRDataConfig = field(default_factory=BFRDataConfig)
+    optim: RestorationOptimConfig = field(default_factory=RestorationOptimConfig)
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(
+        output_dir="runs/latent_pmrf", max_steps=400_000, precision="bf16-mixed"))
+
+    def __post_init__(self) -> None:
+        if self.task != "flow":
+            raise ValueError(f"task must be 'flow', got {self.task!r}")
+        if self.space not in ("latent", "pixel"):
+            raise ValueError(f"space must be 'latent' or 'pixel', got {self.space!r}")

@@ -1,0 +1,108 @@
+"""Posterior-mean and flow training on ../shared/data/faces, shrunk from the real configs: steps,
+resume, EMA used by validation and sampling, and a flow checkpoint that restores on its own."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from latent_pmrf.cli.main import main
+from latent_pmrf.lightning.fit import last_checkpoint
+from latent_pmrf.lightning.flow_module import FlowModule
+from latent_pmrf.models.sim_vae import SimVAE, SimVAEConfig
+from latent_pmrf.models.swinir import SwinIR, SwinIRConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_SWINIR_CFG = dict(embed_dim=12, depths=[1], num_heads=[2], window_size=4, scale=4, img_size=16,
+                       upsample_channels=8)
+TINY_SWINIR = [f"{k}={v}" for k, v in TINY_SWINIR_CFG.items()]
+TINY_HDIT = ("model.levels=[{depth: 1, width: 32, d_head: 16, kernel_size: 3, attention: neighborhood},"
+             "{depth: 1, width: 64, d_head: 16, attention: global}]")
+
+
+def data_overrides(faces_dir, out, max_steps):
+    return [f"data.train=[{{root: {faces_dir / 'hq'}}}]", f"data.val_dir={faces_dir / 'hq'}", "data.val_limit=2",
+            "data.crop_size=64", "data.batch_size=2", "data.val_batch_size=2", "data.num_workers=0",
+            "trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=32-true", f"trainer.output_dir={out}",
+            f"trainer.max_steps={max_steps}", "trainer.val_every_n_steps=2", "trainer.checkpoint_every_n_steps=2",
+            "trainer.log_every_n_steps=1", "trainer.progress_bar=false"]
+
+
+@pytest.fixture
+def frozen_nets(tmp_path):
+    """A tiny f8 Sim-VAE snapshot and a tiny SwinIR saved the way DifFace releases its file."""
+    torch.manual_seed(0)
+    vae = SimVAE(SimVAEConfig(block_out_channels=[8, 8, 8, 8], layers_per_block=1, layers_mid_block=1,
+                              latent_channels=4, scaling_factor=2.0, shift_factor=0.1))
+    vae.save_pretrained(tmp_path / "vae")
+    cfg = SwinIRConfig(**TINY_SWINIR_CFG)
+    torch.save({"state_dict": {"module." + k: v for k, v in SwinIR(cfg).state_dict().items()}}, tmp_path / "pm.pth")
+    return tmp_path / "vae", tmp_path / "pm.pth"
+
+
+def test_posterior_mean_training(faces_dir, tmp_path):
+    out = tmp_path / "pm_run"
+    main(["train", str(ROOT / "configs/posterior_mean/swinir_ffhq512.yaml"),
+          *(f"model.{o}" for o in TINY_SWINIR), *data_overrides(faces_dir, out, 2)])
+    ckpt = torch.load(last_checkpoint(out), map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 2 and all(k.startswith("net.") for k in ckpt["current_model_state"])
+    assert list((out / "samples").glob("posterior_mean_*.png"))
+
+
+@pytest.mark.parametrize("space", ["latent", "pixel"])
+def test_flow_training_resume_and_restore(faces_dir, tmp_path, frozen_nets, space):
+    vae_dir, pm_file = frozen_nets
+    out = tmp_path / f"{space}_run"
+    config = ROOT / ("configs/latent_pmrf/ffhq512_c32.yaml" if space == "latent" else "configs/pmrf/pixel_ffhq512.yaml")
+    channels = 4 if space == "latent" else 3
+    overrides = [f"vae={vae_dir}", f"posterior_mean.checkpoint={pm_file}",
+                 *(f"posterior_mean.model.{o}" for o in TINY_SWINIR), TINY_HDIT, "model.mapping_width=32",
+                 f"model.in_channels={channels}", f"model.out_channels={channels}", "val_steps=2"]
+    if space == "pixel":
+        overrides += ["model.patch_size=2"]
+    main(["train", str(config), *overrides, *data_overrides(faces_dir, out, 2)])
+    ckpt = torch.load(last_checkpoint(out), map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 2
+    assert all(k.startswith("velocity.") for k in ckpt["current_model_state"])  # only the flow is averaged
+    key = "velocity.mid_level.0.ff.down_proj.weight"
+    assert not torch.equal(ckpt["state_dict"][key], ckpt["current_model_state"][key])  # EMA != live
+
+    main(["train", str(config), *overrides, *data_overrides(faces_dir, out, 3)])  # resumes
+    assert torch.load(last_checkpoint(out), map_location="cpu", weights_only=True)["global_step"] == 3
+
+    # The checkpoint alone restores (frozen nets included), with EMA weights, deterministically.
+    module = FlowModule.from_checkpoint(last_checkpoint(out))
+    ema = torch.load(last_checkpoint(out), map_location="cpu", weights_only=True)["state_dict"]
+    assert torch.equal(module.velocity.mid_level[0].ff.down_proj.weight, ema[key])
+    lq = torch.rand(1, 3, 64, 64) * 2 - 1
+    a, pm = module.restore(lq, steps=3, generator=torch.Generator().manual_seed(0))
+    b, _ = module.restore(lq, steps=3, generator=torch.Generator().manual_seed(0))
+    assert a.shape == pm.shape == lq.shape and torch.equal(a, b)
+
+
+def test_restore_cli_on_faces_gray_odd_sized_and_corrupt(faces_dir, tmp_path, frozen_nets):
+    from PIL import Image
+
+    vae_dir, pm_file = frozen_nets
+    out = tmp_path / "run"
+    main(["train", str(ROOT / "configs/latent_pmrf/ffhq512_c32.yaml"), f"vae={vae_dir}",
+          f"posterior_mean.checkpoint={pm_file}", *(f"posterior_mean.model.{o}" for o in TINY_SWINIR), TINY_HDIT,
+          "model.mapping_width=32", "model.in_channels=4", "model.out_channels=4", "val_steps=2",
+          *data_overrides(faces_dir, out, 1)])
+    inputs = tmp_path / "in"
+    (inputs / "sub").mkdir(parents=True)
+    faces = sorted((faces_dir / "lq_real").glob("*")) or sorted((faces_dir / "hq").glob("*.png"))
+    Image.open(faces[0]).convert("RGB").resize((64, 64)).save(inputs / "face.png")
+    Image.open(faces[0]).convert("L").resize((70, 50)).save(inputs / "sub" / "gray_odd.png")
+    Image.open(faces[0]).convert("RGBA").resize((40, 40)).save(inputs / "rgba.png")
+    (inputs / "broken.png").write_bytes(b"not a png")
+    result = tmp_path / "result"
+    args = ["restore", "--ckpt", str(last_checkpoint(out)), "--input", str(inputs), "--output", str(result),
+            "--steps", "2", "--device", "cpu", "--save-posterior-mean"]
+    main([*args, "--batch-size", "2"])
+    sizes = {p.relative_to(result / "restored").as_posix(): Image.open(p).size for p in (result / "restored").rglob("*.png")}
+    assert sizes == {"face.png": (64, 64), "sub/gray_odd.png": (70, 50), "rgba.png": (40, 40)}
+    assert (result / "posterior_mean" / "sub" / "gray_odd.png").is_file()
+    first = (result / "restored" / "face.png").read_bytes()
+    main([*args, "--batch-size", "1"])  # same seed, other batching: same pixels
+    assert (result / "restored" / "face.png").read_bytes() == first
