@@ -181,6 +181,20 @@ def test_natten_backend_without_natten_is_an_error(monkeypatch):
     torch.testing.assert_close(neighborhood_attention(q, k, v, 3), brute_force_neighborhood_attention(q, k, v, 3))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("shape", [(2, 20, 17, 2, 32, 5), (1, 64, 64, 4, 64, 7)])
+def test_fallback_on_cuda_matches_brute_force(shape):
+    *size, kernel_size = shape
+    q, k, v = (t.cuda().requires_grad_() for t in qkv(*size))
+    cotangent = torch.randn_like(q)
+    out = neighborhood_attention(q, k, v, kernel_size, backend="torch")
+    ref = brute_force_neighborhood_attention(q, k, v, kernel_size)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    for grad, ref_grad in zip(torch.autograd.grad(out, (q, k, v), cotangent),
+                              torch.autograd.grad(ref, (q, k, v), cotangent)):
+        torch.testing.assert_close(grad, ref_grad, atol=1e-5, rtol=0)
+
+
 @pytest.mark.skipif(attention.natten_na2d() is None, reason="natten>=0.20 not importable")
 @pytest.mark.parametrize("shape", [s for s in SHAPES if s[-1] > 1])  # NATTEN rejects kernel_size 1
 def test_natten_forward_on_cpu_matches_brute_force(shape):

@@ -9,8 +9,8 @@ those k² keys.
 
 Backends, all computing that same function on tensors laid out (B, H, W, heads, D):
 
-* ``natten`` -- ``natten.functional.na2d`` (NATTEN >= 0.20, fused kernels); picked on CUDA when
-  importable.
+* ``natten`` -- ``natten.functional.na2d`` (NATTEN >= 0.20); picked on CUDA when installed with
+  its fused kernels (libnatten).
 * ``torch``  -- ``_tiled_neighborhood_attention``: pure PyTorch with autograd, used on CPU or
   without NATTEN.
 * ``brute_force_neighborhood_attention`` -- dense attention over all H·W keys with a boolean
@@ -67,7 +67,7 @@ def brute_force_neighborhood_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: int, scale: float | None = None
 ) -> torch.Tensor:
     """Reference NA: dense scaled-dot-product attention over all H·W keys, masked to each query's
-    window. (B, H, W, heads, D) -> (B, H, W, heads, Dv). Memory O(heads·(HW)²): tests/benchmarks only."""
+    window. (B, H, W, heads, D) -> (B, H, W, heads, Dv). Its mask alone is (HW)²: tests/benchmarks only."""
     _check_inputs(q, k, v, kernel_size)
     height, width = q.shape[1:3]
 
@@ -132,7 +132,9 @@ def _tiled_neighborhood_attention(
     batch, height, width = q.shape[:3]
     tile = QUERY_TILE
     tiles_h, tiles_w = -(-height // tile), -(-width // tile)
-    halo_tokens, logit_bias = _tile_plan(height, width, kernel_size, q.device, q.dtype)
+    # Under torch.compile the plan is traced (and folded into the graph) instead of cached.
+    plan = _tile_plan.__wrapped__ if torch.compiler.is_compiling() else _tile_plan
+    halo_tokens, logit_bias = plan(height, width, kernel_size, q.device, q.dtype)
 
     # Tiles are SDPA's batch and (B, heads) its heads, so one mask per tile broadcasts over both.
     def gather_halo(t: torch.Tensor) -> torch.Tensor:  # (B, H, W, n, d) -> (th·tw, B·n, halo², d)

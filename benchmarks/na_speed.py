@@ -1,0 +1,175 @@
+"""Speed: neighbourhood attention (PyTorch fallback, NATTEN) vs dense brute force, same inputs.
+
+All compute ``latent_pmrf.models.attention``'s 2-D neighbourhood attention (k×k window clamped
+inside the map, NATTEN semantics) on random (B, H, W, heads, D) q, k, v:
+
+* ``brute_force`` -- dense SDPA over all H·W keys with a boolean window mask (the reference);
+* ``torch``       -- the tiled PyTorch fallback that HDiT uses on CPU or without NATTEN;
+* ``natten``      -- ``natten.functional.na2d`` fused kernels (CUDA, NATTEN >= 0.20 with libnatten).
+
+Each is timed for
+
+* forward:          under ``torch.no_grad``;
+* forward+backward: out -> gradients of sum(out * fixed random cotangent) for q, k and v.
+
+Times are medians over ``--reps`` repetitions after ``--warmup`` ones. Repetitions interleave the
+implementations (brute force, fallback, NATTEN, brute force, ...) so that, on a shared machine,
+all of them see the same load and the ratios stay meaningful even when absolute times drift.
+On CUDA the peak memory of one call is reported too (``torch.cuda.max_memory_allocated`` minus the
+inputs). Ratios are brute force / row, so > 1 means faster. "diff" is the largest |row - brute
+force| of the output and of dq, dk, dv. Target (project issue): at 64×64 tokens, k=7, 4 heads, D=64
+the fallback is >= 5x faster than the brute force and equal to it within 1e-5.
+
+Measured on the shared 2-core CPU (fp32, batch 1, defaults, median of 7 reps; 5 runs while the
+other jobs were light): brute force 185-325 ms fwd / 533-708 ms fwd+bwd, fallback 16-32 ms /
+42-62 ms, i.e. 8.1-13.4x (fwd) and 10.0-12.8x (fwd+bwd) faster; max |diff| 6e-7 (out) and 1e-6
+(grads). While another job kept a core busy, 4 runs gave 6.6-7.4x / 3.2-3.6x. Under that load,
+an interleaved timing of the same calls with OMP_WAIT_POLICY=PASSIVE gave 14.0x / 13.4x, so the
+slowdown is OpenMP threads spinning at barriers on oversubscribed cores, paid once per parallel
+region: more often by the fallback's many short ones (fused SDPA backward, index_add, copies)
+than by the brute force's few long ones. Without the load PASSIVE changes little (12.7-14.6x /
+12.5x). Other settings, one or two runs each: k=13 4.8-5.0x / 5.5-6.8x; batch 4 5.3-5.5x /
+9.1-9.7x (the halo gather is memory-bound); bf16 13.9x / 18.9x.
+
+Run from the repository root::
+
+    PYTHONPATH=. python benchmarks/na_speed.py [--device cuda --batch-size 8] [--dtype bf16]
+        [--kernel-size 7] [--size 64] [--reps 7] [--json na_speed.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from latent_pmrf.models.attention import (
+    brute_force_neighborhood_attention,
+    natten_na2d,
+    neighborhood_attention,
+)
+
+IMPLS = {"brute_force": "brute force (dense, masked)", "torch": "PyTorch fallback (tiled)", "natten": "NATTEN na2d"}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+TARGET_SPEEDUP = 5.0
+TARGET_MAX_DIFF = 1e-5
+
+
+def attention_fn(name: str):
+    if name == "brute_force":
+        return brute_force_neighborhood_attention
+    return lambda q, k, v, kernel_size: neighborhood_attention(q, k, v, kernel_size, backend=name)
+
+
+def interleaved_median_times(steps: dict, warmup: int, reps: int, sync) -> dict[str, float]:
+    """Median seconds of each step; repetition r runs every step once, in turn."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    sync()
+    times = {name: [] for name in steps}
+    for _ in range(reps):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch-size", type=int, help="default: 8 on CUDA, 1 on CPU")
+    p.add_argument("--size", type=int, default=64, help="the token map is size × size")
+    p.add_argument("--kernel-size", type=int, default=7)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--head-dim", type=int, default=64)
+    p.add_argument("--dtype", choices=DTYPES, default="fp32", help="dtype of q, k, v (no autocast)")
+    p.add_argument("--reps", type=int, default=7)
+    p.add_argument("--warmup", type=int, help="default: 3 on CUDA, 1 on CPU")
+    p.add_argument("--json", help="also write the numbers to this file")
+    args = p.parse_args()
+    cuda = args.device.startswith("cuda")
+    args.batch_size = args.batch_size or (8 if cuda else 1)
+    args.warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+
+    names = ["brute_force", "torch"] + (["natten"] if cuda and natten_na2d(require_fused=True) else [])
+    gen = torch.Generator(device=args.device).manual_seed(0)
+    shape = (args.batch_size, args.size, args.size, args.heads, args.head_dim)
+    q, k, v, cotangent = (torch.randn(shape, generator=gen, device=args.device, dtype=DTYPES[args.dtype])
+                          for _ in range(4))
+    inputs = [t.requires_grad_() for t in (q, k, v)]
+
+    def forward(attend):
+        def step():
+            with torch.no_grad():
+                return attend(q, k, v, args.kernel_size)
+        return step
+
+    def forward_backward(attend):
+        def step():
+            out = attend(*inputs, args.kernel_size)
+            return (out.detach(), *torch.autograd.grad(out, inputs, cotangent))
+        return step
+
+    fwd = {name: forward(attention_fn(name)) for name in names}
+    fwd_bwd = {name: forward_backward(attention_fn(name)) for name in names}
+    results = {name: {} for name in names}
+    for key, times in (("fwd_s", interleaved_median_times(fwd, args.warmup, args.reps, sync)),
+                       ("fwd_bwd_s", interleaved_median_times(fwd_bwd, args.warmup, args.reps, sync))):
+        for name, seconds in times.items():
+            results[name][key] = seconds
+
+    reference = fwd_bwd["brute_force"]()
+    for name in names:
+        if cuda:
+            for key, step in (("fwd_peak_mib", fwd[name]), ("fwd_bwd_peak_mib", fwd_bwd[name])):
+                torch.cuda.reset_peak_memory_stats()
+                base = torch.cuda.memory_allocated()
+                step()
+                results[name][key] = (torch.cuda.max_memory_allocated() - base) / 2**20
+        diffs = [(a.float() - b.float()).abs().max().item() for a, b in zip(fwd_bwd[name](), reference)]
+        results[name].update(max_abs_diff_out=diffs[0], max_abs_diff_grad=max(diffs[1:]))
+    ratios = {name: {key: results["brute_force"][key] / r[key] for key in r if key.endswith(("_s", "_mib"))}
+              for name, r in results.items()}
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{args.device}, batch {args.batch_size}, {args.size}×{args.size} tokens, "
+                        f"k={args.kernel_size}, {args.heads} heads, D={args.head_dim}, {args.dtype}, "
+                        f"median of {args.reps}",
+                  caption="×: brute force / row (speed-up); diff: max |row - brute force| of out / of dq, dk, dv"
+                          + ("; MiB: peak CUDA memory of one call, inputs excluded" if cuda else ""))
+    columns = ["implementation", "fwd ms", "fwd ×", "fwd+bwd ms", "fwd+bwd ×", "diff out", "diff grad"]
+    columns += ["fwd MiB", "fwd+bwd MiB"] if cuda else []
+    for col in columns:
+        table.add_column(col, justify="left" if col == "implementation" else "right")
+    for name, r in results.items():
+        row = [IMPLS[name], f"{r['fwd_s'] * 1e3:.1f}", f"{ratios[name]['fwd_s']:.2f}", f"{r['fwd_bwd_s'] * 1e3:.1f}",
+               f"{ratios[name]['fwd_bwd_s']:.2f}", f"{r['max_abs_diff_out']:.1e}", f"{r['max_abs_diff_grad']:.1e}"]
+        row += [f"{r['fwd_peak_mib']:.0f}", f"{r['fwd_bwd_peak_mib']:.0f}"] if cuda else []
+        table.add_row(*row)
+    console = Console(width=max(Console().width, 110))
+    console.print(table)
+    fallback = results["torch"]
+    met = {"fwd speed-up": ratios["torch"]["fwd_s"] >= TARGET_SPEEDUP,
+           "fwd+bwd speed-up": ratios["torch"]["fwd_bwd_s"] >= TARGET_SPEEDUP}
+    if args.dtype == "fp32":
+        met["equal to 1e-5"] = max(fallback["max_abs_diff_out"], fallback["max_abs_diff_grad"]) <= TARGET_MAX_DIFF
+    verdicts = (f"{key} " + ("[green]met[/green]" if ok else "[red]NOT met[/red]") for key, ok in met.items())
+    console.print(f"PyTorch fallback vs brute force (target >= {TARGET_SPEEDUP:g}x faster, "
+                  f"equal to {TARGET_MAX_DIFF:g}): " + ", ".join(verdicts))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"settings": vars(args), "results": results, "ratios_brute_force_over_row": ratios,
+                       "targets_met": met}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
