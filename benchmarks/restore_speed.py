@@ -11,8 +11,11 @@ Paper (A100, 512², K=25): latent 0.5745 s vs pixel 0.5247 s per image (1.09×).
 repository: latent ≤ 1.0× pixel. On CPU the default size is 128² (512² takes minutes per image
 here); on CUDA 512² with bf16 autocast.
 
-Measured on the 2-core CPU machine (128², batch 1, K=25, fp32, median of 2): see the note of the
-issue that added this script (numbers printed by the script are the reference).
+Measured on the 2-core CPU machine, otherwise idle (128², batch 1, K=25, fp32, median of 2):
+latent 7.96 s (f(y) 0.26, encode 0.68, flow 5.97, decode 1.04) vs pixel 10.12 s (f(y) 0.18,
+flow 9.94) per image: 0.79×. The latent HDiT sees 4× fewer tokens, but at batch 1 and these small
+maps its time is far from proportional to tokens; the VAE costs 1.7 s. Not yet measured on a GPU
+(none was lent); timings taken while other jobs ran varied by more than 3×.
 
     PYTHONPATH=. python benchmarks/restore_speed.py [--device cuda] [--size 512] [--steps 25] [--json out.json]
 """
