@@ -11,6 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -38,7 +39,7 @@ def load_config(
         raw = OmegaConf.load(path) if path is not None else OmegaConf.create()
         cli = OmegaConf.from_dotlist(list(overrides or []))
         user = OmegaConf.merge(raw, cli)
-    except (OmegaConfBaseException, OSError, ValueError) as err:
+    except (OmegaConfBaseException, OSError, ValueError, yaml.YAMLError) as err:
         raise ConfigError(f"{source}: cannot read config: {err}") from err
     if not OmegaConf.is_dict(user):
         raise ConfigError(f"{source}: the top level must be a mapping of keys")

@@ -55,3 +55,10 @@ def test_bad_keys_and_values_are_named(overrides, match):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="nope.yaml"):
         load(Path(tmp_path) / "nope.yaml")
+
+
+def test_broken_yaml_is_a_config_error_naming_the_file(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml"):
+        load_config(VAETrainConfig, path, [], presets=SimVAEConfig.preset)

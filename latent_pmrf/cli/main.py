@@ -137,10 +137,12 @@ def _cuda() -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from ..data.image_io import ImageReadError
+
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, ImageReadError) as err:
         console.print(f"[red]error:[/red] {err}")
         sys.exit(2)
 
