@@ -75,6 +75,22 @@ def _restore(args: argparse.Namespace) -> None:
         sys.exit(1)
 
 
+def _plot_convergence(args: argparse.Namespace) -> None:
+    from ..analysis.convergence import plot_convergence
+
+    result = plot_convergence(args.runs, args.metric, args.out, labels=args.labels,
+                              lower_is_better=not args.higher_is_better)
+    console.print_json(data=result)
+    console.print(f"wrote {args.out}")
+
+
+def _plot_pd(args: argparse.Namespace) -> None:
+    from ..analysis.pareto import plot_pd
+
+    front = plot_pd(args.results, args.x, args.y, args.out, label=args.label)
+    console.print(f"Pareto front: {', '.join(front)}\nwrote {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="latent-pmrf", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -127,6 +143,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
     p.add_argument("--save-posterior-mean", action="store_true", help="also write f(y), needed for IndRMSE")
     p.set_defaults(func=_restore)
+
+    p = sub.add_parser("plot-convergence", help="metric vs training step for runs, with the speed-up over the first")
+    p.add_argument("runs", nargs="+", help="run directories (csv/version_*/metrics.csv) or CSV files; first = baseline")
+    p.add_argument("--metric", required=True, help="logged column, e.g. val/fid")
+    p.add_argument("--out", required=True)
+    p.add_argument("--labels", nargs="+", help="one per run (default: folder names)")
+    p.add_argument("--higher-is-better", action="store_true", help="for PSNR-like metrics")
+    p.set_defaults(func=_plot_convergence)
+
+    p = sub.add_parser("plot-pd", help="perception-distortion plane with the Pareto front from a results CSV")
+    p.add_argument("results", help="CSV with one row per method / checkpoint / step count")
+    p.add_argument("--x", default="psnr", help="distortion column (psnr, ind_rmse, ...)")
+    p.add_argument("--y", default="fid", help="perception column (fid, ...)")
+    p.add_argument("--label", default="method", help="column naming each point")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_plot_pd)
     return parser
 
 

@@ -1,0 +1,58 @@
+"""The perception-distortion plane (Blau & Michaeli 2018): methods / checkpoints / step counts as
+labelled points and the Pareto front, both axes lower-is-better unless said otherwise."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+HIGHER_IS_BETTER = {"psnr", "ssim", "ms_ssim", "musiq", "clipiqa", "qalign"}
+
+
+def pareto_front(x: np.ndarray, y: np.ndarray, x_lower_better: bool = True, y_lower_better: bool = True) -> np.ndarray:
+    """Indices of the non-dominated points, sorted by x (a point is dominated when another is at
+    least as good on both axes and strictly better on one)."""
+    sx = np.asarray(x, np.float64) * (1 if x_lower_better else -1)
+    sy = np.asarray(y, np.float64) * (1 if y_lower_better else -1)
+    order = np.lexsort((sy, sx))  # by x, then y
+    front, best_y = [], np.inf
+    for i in order:
+        if sy[i] < best_y:
+            front.append(i)
+            best_y = sy[i]
+    return np.array(front, dtype=int)
+
+
+def plot_pd(results_csv: str | Path, x: str, y: str, out: str | Path, label: str = "method") -> list[str]:
+    """Scatter ``x`` vs ``y`` from a results CSV (one row per method/checkpoint/step count, a
+    ``label`` column naming it), draw the Pareto front, return the labels on the front."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with Path(results_csv).open() as f:
+        rows = list(csv.DictReader(f))
+    for key in (x, y, label):
+        if not rows or key not in rows[0]:
+            raise ValueError(f"{results_csv}: no column {key!r}; columns: {sorted(rows[0]) if rows else []}")
+    xs = np.array([float(r[x]) for r in rows])
+    ys = np.array([float(r[y]) for r in rows])
+    names = [r[label] for r in rows]
+    front = pareto_front(xs, ys, x not in HIGHER_IS_BETTER, y not in HIGHER_IS_BETTER)
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.scatter(xs, ys, s=18)
+    for xi, yi, name in zip(xs, ys, names):
+        ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax.step(xs[front], ys[front], where="post", color="tab:red", linewidth=1, label="Pareto front")
+    better = {True: "higher is better", False: "lower is better"}
+    ax.set(xlabel=f"{x} ({better[x in HIGHER_IS_BETTER]})", ylabel=f"{y} ({better[y in HIGHER_IS_BETTER]})",
+           title="perception-distortion plane")
+    ax.legend()
+    fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=130)
+    plt.close(fig)
+    return [names[i] for i in front]
