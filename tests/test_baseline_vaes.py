@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from test_sim_vae import randomize
+from conftest import randomize
 
 diffusers = pytest.importorskip("diffusers", reason="diffusers is the 'baselines' extra")
 

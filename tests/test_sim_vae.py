@@ -5,24 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import tiny_vae_overrides
+from conftest import randomize, tiny_vae_overrides
 from latent_pmrf.models.sim_vae import SIM_VAE_PRESETS, SimVAE, SimVAEConfig
 from latent_pmrf.models.vae_hub import CONFIG_NAME, WEIGHTS_NAME
-
-
-def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Random fan-in-scaled weights everywhere, norm affines included (their init is ones/zeros)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g)
-            if p.ndim > 1:
-                p.copy_(noise / p[0].numel() ** 0.5)
-            elif "norm" in name and name.endswith("weight"):
-                p.copy_(1 + 0.1 * noise)
-            else:
-                p.copy_(0.1 * noise)
-    return model.eval()
 
 
 # ----------------------------------------------------------------- official layout

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import randomize
 from latent_pmrf.models.swinir import (
     SWINIR_PRESETS,
     SWINIR_WEIGHTS_FILE,
@@ -24,23 +25,6 @@ def tiny_config(**overrides) -> SwinIRConfig:
     base = {"embed_dim": 12, "depths": [2, 2], "num_heads": [2, 3], "window_size": 4, "scale": 4, "img_size": 8,
             "upsample_channels": 8}
     return SwinIRConfig(**{**base, **overrides})
-
-
-def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Fan-in-scaled random weights everywhere, LayerNorm affines and position-bias tables included."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g, dtype=p.dtype)
-            if name.endswith("relative_position_bias_table"):
-                p.copy_(0.5 * noise)
-            elif p.ndim > 1:
-                p.copy_(noise / p[0].numel() ** 0.5)
-            elif "norm" in name and name.endswith("weight"):
-                p.copy_(1 + 0.1 * noise)
-            else:
-                p.copy_(0.1 * noise)
-    return model.eval()
 
 
 # ----------------------------------------------------------------- the released layout

@@ -11,7 +11,7 @@ import warnings
 
 from torch import nn
 
-from .perceptual import torch_hub_checkpoint
+from ..hub_files import torch_hub_checkpoint
 
 LPIPS_TRUNK_FILES = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pth"}
 

@@ -8,11 +8,11 @@ conv3_4 1, conv4_4 1, conv5_4 1).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..hub_files import torch_hub_checkpoint
 
 # Layer names of torchvision's vgg19().features, in order (BasicSR's naming).
 VGG19_LAYERS = [
@@ -25,20 +25,6 @@ VGG19_LAYERS = [
 VGG19_WEIGHTS_FILE = "vgg19-dcbb9e9d.pth"  # torchvision's VGG19_Weights.IMAGENET1K_V1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def torch_hub_checkpoint(filename: str, needed_by: str) -> Path:
-    """Path of a torchvision weight file in ``$TORCH_HOME/hub/checkpoints``; a clear error if absent."""
-    folder = Path(torch.hub.get_dir()) / "checkpoints"
-    path = folder / filename
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{needed_by} needs the pretrained weight file {filename!r}, which is not in {folder}. "
-            f"Copy it there (it is torchvision's own download, e.g. from a machine with internet: "
-            f"python -c 'import torchvision; torchvision.models.vgg19(weights=\"IMAGENET1K_V1\")'), "
-            f"or set TORCH_HOME to the folder that holds hub/checkpoints/{filename}."
-        )
-    return path
 
 
 def vgg19_features(pretrained: bool) -> nn.Sequential:

@@ -42,6 +42,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ..hub_files import torch_hub_checkpoint
+
 SWINIR_WEIGHTS_FILE = "swinir_restoration512_L1.pth"
 SWINIR_WEIGHTS_URL = "https://github.com/zsyOAOA/DifFace/releases/download/V1.0/swinir_restoration512_L1.pth"
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)  # subtracted from [0, 1] inputs by every SwinIR checkpoint
@@ -380,17 +382,10 @@ def swinir_checkpoint_path(path: str | Path | None = None) -> Path:
         if not path.is_file():
             raise FileNotFoundError(f"SwinIR checkpoint {str(path)!r} does not exist (looked in {path.parent.resolve()}).")
         return path
-    folder = Path(torch.hub.get_dir()) / "checkpoints"
-    path = folder / SWINIR_WEIGHTS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"The SwinIR posterior-mean estimator needs the pretrained weight file {SWINIR_WEIGHTS_FILE!r} "
-            f"(DifFace's release, the checkpoint PMRF uses), which is not in {folder}. Download it from "
-            f"{SWINIR_WEIGHTS_URL} into that folder (e.g. on a machine with internet: wget -P {folder} "
-            f"{SWINIR_WEIGHTS_URL}), set TORCH_HOME to the folder that holds hub/checkpoints/{SWINIR_WEIGHTS_FILE}, "
-            f"or pass the file's path explicitly."
-        )
-    return path
+    return torch_hub_checkpoint(
+        SWINIR_WEIGHTS_FILE, "The SwinIR posterior-mean estimator (DifFace's release, the checkpoint PMRF uses)",
+        f"download it from {SWINIR_WEIGHTS_URL}, e.g. on a machine with internet: wget {SWINIR_WEIGHTS_URL}; "
+        f"or pass the file's path explicitly")
 
 
 def read_swinir_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
