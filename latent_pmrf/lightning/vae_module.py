@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch.optim.lr_scheduler import LambdaLR
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from ..config import from_dict, to_dict
 from ..losses.lpips_net import build_lpips
@@ -19,6 +16,7 @@ from ..losses.perceptual import VGGPerceptualLoss
 from ..models.sim_vae import SimVAE
 from .data_logging import log_skipped_files
 from .lr_schedule import warmup_cosine
+from .val_images import log_psnr_ssim, save_grid
 from .vae_config import VAETrainConfig
 
 log = logging.getLogger(__name__)
@@ -41,7 +39,7 @@ class VAEModule(L.LightningModule):
         self.lpips_loss = build_lpips("vgg") if loss.lpips_weight > 0 else None
         self.discriminator = PatchDiscriminator(cfg.model.out_channels) if loss.gan_weight > 0 else None
         self.val_lpips = self._try_val_lpips() if val_lpips else None
-        self._val_grid: torch.Tensor | None = None
+        self._val_rows: list[torch.Tensor] | None = None
 
     def _try_val_lpips(self):
         try:
@@ -81,29 +79,18 @@ class VAEModule(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         x = batch["image"]
         recon = self.vae.decode(self.vae.encode(x).mode()).clamp(-1, 1)
-        pred, gt = (recon.float() + 1) / 2, (x.float() + 1) / 2
         n = x.shape[0]
-        psnr = peak_signal_noise_ratio(pred, gt, data_range=1.0, reduction="none", dim=(1, 2, 3))
-        ssim = structural_similarity_index_measure(pred, gt, data_range=1.0, reduction="none")
-        self.log("val/psnr", psnr.mean(), batch_size=n, sync_dist=True)
-        self.log("val/ssim", ssim.mean(), batch_size=n, sync_dist=True)
+        log_psnr_ssim(self, recon, x)
         if self.val_lpips is not None:
             self.log("val/lpips", self.val_lpips(recon.float(), x.float()).mean(), batch_size=n, sync_dist=True)
         if batch_idx == 0:
             k = min(n, 4)
-            self._val_grid = torch.cat([x[:k], recon[:k]]).float().cpu()
+            self._val_rows = [x[:k], recon[:k]]
 
     def on_validation_epoch_end(self) -> None:
-        if self._val_grid is None or not self.trainer.is_global_zero or self.trainer.sanity_checking:
-            return
-        grid = torchvision.utils.make_grid((self._val_grid + 1) / 2, nrow=self._val_grid.shape[0] // 2)
-        out = Path(self.cfg.trainer.output_dir) / "samples" / f"val_step{self.global_step:08d}.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        torchvision.utils.save_image(grid, out)
-        for logger in self.loggers:
-            if hasattr(logger.experiment, "add_image"):
-                logger.experiment.add_image("val/reconstruction", grid, self.global_step)
-        self._val_grid = None
+        if self._val_rows is not None:
+            save_grid(self, self._val_rows, "val", tag="val/reconstruction")
+            self._val_rows = None
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):

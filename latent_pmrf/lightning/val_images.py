@@ -20,8 +20,9 @@ def log_psnr_ssim(module: L.LightningModule, pred: torch.Tensor, gt: torch.Tenso
     module.log("val/ssim", ssim.mean(), batch_size=n, sync_dist=True)
 
 
-def save_grid(module: L.LightningModule, rows: list[torch.Tensor], name: str) -> Path | None:
-    """Rows of images in [-1, 1] (same count each) as one PNG under OUTPUT/samples and in TensorBoard."""
+def save_grid(module: L.LightningModule, rows: list[torch.Tensor], name: str, tag: str | None = None) -> Path | None:
+    """Rows of images in [-1, 1] (same count each) as OUTPUT/samples/<name>_step<N>.png and as the
+    TensorBoard image ``tag`` (default ``val/<name>``)."""
     if not module.trainer.is_global_zero or module.trainer.sanity_checking:
         return None
     k = rows[0].shape[0]
@@ -31,5 +32,5 @@ def save_grid(module: L.LightningModule, rows: list[torch.Tensor], name: str) ->
     torchvision.utils.save_image(grid, out)
     for logger in module.loggers:
         if hasattr(logger.experiment, "add_image"):
-            logger.experiment.add_image(f"val/{name}", grid, module.global_step)
+            logger.experiment.add_image(tag or f"val/{name}", grid, module.global_step)
     return out
