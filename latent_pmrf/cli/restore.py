@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from rich.console import Console
 from rich.progress import Progress
@@ -15,22 +14,13 @@ from rich.progress import Progress
 from ..atomic import atomic_write
 from ..data.image_io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image
 from ..lightning.flow_module import FlowModule
+from ..models.swinir import pad_to_multiple
 
 
 @dataclass
 class RestoreSummary:
     written: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Reflect-pad (replicate where the image is too small to reflect) bottom/right to a multiple."""
-    h, w = x.shape[-2:]
-    ph, pw = -h % multiple, -w % multiple
-    if ph == 0 and pw == 0:
-        return x
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
 def save_png(image: torch.Tensor, path: Path) -> None:
@@ -64,34 +54,40 @@ def restore(ckpt: str | Path, source: str | Path, output: str | Path, steps: int
     summary = RestoreSummary()
     multiple = module.size_multiple
 
-    images: list[tuple[int, Path, np.ndarray]] = []
-    for i, path in enumerate(files):
-        try:
-            images.append((i, path, read_image(path)))
-        except ImageReadError as err:
-            summary.failed.append((path, str(err)))
-    # Batch images of equal padded size together.
-    groups: dict[tuple[int, int], list] = {}
-    for item in images:
-        h, w = item[2].shape[:2]
-        groups.setdefault((-(-h // multiple), -(-w // multiple)), []).append(item)
+    def run(batch: list[tuple[int, Path, np.ndarray]]) -> None:
+        x = torch.stack([pad_to_multiple(torch.from_numpy(im).permute(2, 0, 1)[None] * 2 - 1, multiple)[0]
+                         for _, _, im in batch]).to(device)
+        gens = [torch.Generator(device=device).manual_seed(seed * 1_000_003 + i) for i, _, _ in batch]
+        restored, pm = module.restore(x, steps, generator=gens)
+        for (_, path, im), out, mean in zip(batch, restored, pm):
+            h, w = im.shape[:2]
+            rel = path.relative_to(root).with_suffix(".png")
+            save_png(out[:, :h, :w], output / "restored" / rel)
+            if save_posterior_mean:
+                save_png(mean[:, :h, :w], output / "posterior_mean" / rel)
+            summary.written.append(output / "restored" / rel)
+
+    # Images are read as they come; those of equal padded size wait in a batch, so at most one
+    # partial batch per distinct size is held in memory.
+    pending: dict[tuple[int, int], list] = {}
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("restoring", total=len(images))
-        for batch_items in groups.values():
-            for start in range(0, len(batch_items), batch_size):
-                batch = batch_items[start : start + batch_size]
-                x = torch.stack([pad_to_multiple(torch.from_numpy(im).permute(2, 0, 1) * 2 - 1, multiple)
-                                 for _, _, im in batch]).to(device)
-                gens = [torch.Generator(device=device).manual_seed(seed * 1_000_003 + i) for i, _, _ in batch]
-                restored, pm = module.restore(x, steps, generator=gens)
-                for (i, path, im), out, mean in zip(batch, restored, pm):
-                    h, w = im.shape[:2]
-                    rel = path.relative_to(root).with_suffix(".png")
-                    save_png(out[:, :h, :w], output / "restored" / rel)
-                    if save_posterior_mean:
-                        save_png(mean[:, :h, :w], output / "posterior_mean" / rel)
-                    summary.written.append(output / "restored" / rel)
-                progress.advance(task, len(batch))
+        task = progress.add_task("restoring", total=len(files))
+        for i, path in enumerate(files):
+            try:
+                image = read_image(path)
+            except ImageReadError as err:
+                summary.failed.append((path, str(err)))
+                progress.advance(task)
+                continue
+            key = (-(-image.shape[0] // multiple), -(-image.shape[1] // multiple))
+            batch = pending.setdefault(key, [])
+            batch.append((i, path, image))
+            if len(batch) == batch_size:
+                run(pending.pop(key))
+                progress.advance(task, batch_size)
+        for batch in pending.values():
+            run(batch)
+            progress.advance(task, len(batch))
     console.print(f"restored {len(summary.written)} image(s) into {output / 'restored'}"
                   + (f"; posterior means in {output / 'posterior_mean'}" if save_posterior_mean else ""))
     for path, reason in summary.failed:
