@@ -91,6 +91,45 @@ def _plot_pd(args: argparse.Namespace) -> None:
     console.print(f"Pareto front: {', '.join(front)}\nwrote {args.out}")
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    from ..metrics.evaluate import evaluate_folders
+    from ..metrics.results import write_results
+
+    result = evaluate_folders(args.pred, args.gt, args.posterior_mean, [m.strip() for m in args.metrics.split(",")],
+                              reference=args.reference, fid_stats=args.fid_stats, device=args.device,
+                              batch_size=args.batch_size, label=args.label, skip_missing=args.skip_missing)
+    paths = write_results(result, args.out)
+    console.print_json(data={"method": result.label, **result.summary})
+    for name, reason in result.skipped.items():
+        console.print(f"[yellow]skipped[/yellow] {name}: {reason}")
+    console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def _weights_check(args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    from ..weights import check_table
+
+    rows = check_table()
+    table = Table(title="pretrained files (nothing is downloaded; put each file at its path)")
+    for col in ("key", "what", "present", "path", "needed_by"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["key"], r["what"], "[green]yes[/green]" if r["present"] == "yes" else "[red]no[/red]",
+                      r["path"], r["needed_by"])
+    Console(width=200).print(table)
+    missing = [r["key"] for r in rows if r["present"] != "yes"]
+    console.print(f"{len(rows) - len(missing)} of {len(rows)} present" + (f"; missing: {', '.join(missing)}" if missing else ""))
+
+
+def _table(args: argparse.Namespace) -> None:
+    from .table import table_from_args
+
+    markdown, paths = table_from_args(args, console)
+    print(markdown, end="")
+    console.print("wrote " + ", ".join(str(p) for p in paths))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="latent-pmrf", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -159,7 +198,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", default="method", help="column naming each point")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_plot_pd)
+
+    p = sub.add_parser("evaluate", help="metrics of a folder of restorations; writes CSV + JSON + markdown")
+    p.add_argument("--pred", required=True, help="restored images (searched recursively)")
+    p.add_argument("--gt", help="ground truth, same relative file names (any image extension)")
+    p.add_argument("--posterior-mean", help="posterior-mean outputs f(y), same file names (for ind_rmse)")
+    p.add_argument("--metrics", default="psnr,ssim,ms_ssim,lpips,dists,deg,lmd,musiq,qalign,fid,fd_dinov2,mmd_dinov2",
+                   help="comma-separated; known: " + ", ".join(_metric_names()))
+    p.add_argument("--reference", help="image set for fid / fd_dinov2 / mmd_dinov2 (default: --gt); features cached")
+    p.add_argument("--fid-stats", choices=["ffhq"], help="FID against clean-fid's FFHQ-70k 512² statistics")
+    p.add_argument("--out", default="results.csv", help="results CSV (one row per --label; rows are kept)")
+    p.add_argument("--label", help="row name in the results (default: the --pred folder name)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--skip-missing", action="store_true",
+                   help="skip metrics whose weights or inputs are absent (listed with the reason) instead of failing")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("weights", help="pretrained files: `weights check` lists where each is expected and if present")
+    p.add_argument("action", choices=["check"])
+    p.set_defaults(func=_weights_check)
+
+    p = sub.add_parser("table", help="a paper table (1-4) with our numbers beside the published ones (.md + .csv)")
+    p.add_argument("number", type=int, choices=[1, 2, 3, 4], help="paper table")
+    p.add_argument("--out", required=True, help="writes OUT.md and OUT.csv")
+    p.add_argument("--results", help="finished results CSV of a one-part table (Table 4: restoration)")
+    p.add_argument("--run", action="append", metavar="LABEL=DIR",
+                   help="evaluate DIR as row LABEL first (one-part table; repeatable)")
+    for part in ("reconstruction", "restoration"):
+        p.add_argument(f"--{part}-results", help=f"finished results CSV of the {part} part (Tables 1-3)")
+        p.add_argument(f"--{part}-run", action="append", metavar="LABEL=DIR",
+                       help=f"evaluate DIR as {part} row LABEL first (repeatable; results go to the "
+                            f"--{part}-results CSV, default OUT.{part}-results.csv)")
+    p.add_argument("--row", action="append", metavar="PAPER_ROW=LABEL",
+                   help='our results label of a paper row, e.g. "Sim-VAE f8c32=my_run" (default: same name)')
+    p.add_argument("--gt", help="ground truth for the runs (same relative file names)")
+    p.add_argument("--reference", help="image set for fid / fd_dinov2 / mmd_dinov2 (default: --gt)")
+    p.add_argument("--fid-stats", choices=["ffhq"], help="FID against clean-fid's FFHQ-70k 512² statistics")
+    p.add_argument("--metrics", help="comma-separated metrics for the runs (default: the table's metric columns)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--skip-missing", action="store_true",
+                   help="skip metrics whose weights or inputs are absent instead of failing")
+    p.set_defaults(func=_table)
     return parser
+
+
+def _metric_names() -> tuple[str, ...]:
+    from ..metrics.registry import METRICS
+
+    return METRICS
 
 
 def _cuda() -> bool:

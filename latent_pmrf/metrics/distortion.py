@@ -30,11 +30,10 @@ def psnr(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1.0 / (mse + 1e-8))  # BasicSR's epsilon, on the [0, 1] scale
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+def _gaussian_1d(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     x = torch.arange(size, dtype=torch.float64) - size // 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return torch.outer(g, g)
+    return g / g.sum()
 
 
 def ssim(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -44,16 +43,16 @@ def ssim(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
     if min(a.shape[-2:]) < 11:
         raise ValueError(f"SSIM needs images of at least 11×11, got {tuple(a.shape[-2:])}")
-    c = a.shape[1]
-    window = _gaussian_window().to(a.device)[None, None].expand(c, 1, 11, 11)
+    g = _gaussian_1d().to(a.device)
 
     def filt(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, window, groups=c)
+        # the 11×11 window is outer(g, g): two 1-D 'valid' passes, 11× fewer operations than 2-D
+        k = x.shape[1]
+        x = F.conv2d(x, g.view(1, 1, 11, 1).expand(k, 1, 11, 1), groups=k)
+        return F.conv2d(x, g.view(1, 1, 1, 11).expand(k, 1, 1, 11), groups=k)
 
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    mu_a, mu_b = filt(a), filt(b)
-    var_a = filt(a * a) - mu_a**2
-    var_b = filt(b * b) - mu_b**2
-    cov = filt(a * b) - mu_a * mu_b
+    mu_a, mu_b, aa, bb, ab = filt(torch.cat([a, b, a * a, b * b, a * b], dim=1)).chunk(5, dim=1)
+    var_a, var_b, cov = aa - mu_a**2, bb - mu_b**2, ab - mu_a * mu_b
     ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     return ssim_map.mean(dim=(2, 3)).mean(dim=1)

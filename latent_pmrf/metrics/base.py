@@ -1,0 +1,57 @@
+"""What an evaluation metric is here.
+
+Two shapes cover every metric of the paper's Sec. 4.1 / Table 4:
+
+* :class:`ImageMetric`: one value per image, from the restored image alone (no-reference: MUSIQ,
+  CLIP-IQA, Q-Align, NIQE) or against a reference image (the ground truth for PSNR, SSIM, MS-SSIM,
+  LPIPS, DISTS, Deg, LMD; the posterior-mean output for IndRMSE). ``aggregate`` turns the
+  per-image values into the table's number (a mean, except IndRMSE's root of the mean MSE).
+* :class:`FeatureMetric`: a distance between two image *sets* computed from per-image features
+  (FID, FD-DINOv2, MMD-DINOv2); ``features`` embeds a batch, ``distance`` compares two feature sets.
+
+Images reach a metric as (B, 3, H, W) float tensors in [0, 1], RGB, on the metric's device, so the
+8-bit values are recoverable exactly (x·255 rounds back to the file's integers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+Reference = Literal["none", "gt", "posterior_mean", "set"]
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    name: str
+    reference: Reference  # what the metric compares the restored images to
+    higher_is_better: bool
+    weights: tuple[str, ...] = ()  # keys of latent_pmrf.weights.WEIGHT_FILES
+    description: str = ""
+
+
+class ImageMetric:
+    """Per-image metric: ``__call__(pred, ref=None) -> (B,) float64 CPU tensor``."""
+
+    info: MetricInfo
+
+    def __call__(self, pred: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def aggregate(self, values: np.ndarray) -> float:
+        return float(np.mean(values))
+
+
+class FeatureMetric:
+    """Set-level metric: ``features(batch) -> (B, D)`` float64 array; ``distance(a, b) -> float``."""
+
+    info: MetricInfo
+
+    def features(self, images: torch.Tensor) -> np.ndarray:
+        raise NotImplementedError
+
+    def distance(self, pred_features: np.ndarray, ref_features: np.ndarray) -> float:
+        raise NotImplementedError

@@ -1,0 +1,135 @@
+"""Set-level metrics (paper Sec. 4.1 "Statistical Distance"): FID with clean-fid's Inception
+features, and FD-/MMD-DINOv2 with DINOv2 ViT-L/14 CLS features (Stein et al. 2023; Jayasumana
+et al. 2024).
+
+* FID: clean-fid's "clean" mode, unchanged: each image is resized to 299² with PIL bicubic on
+  float32 channels (``cleanfid.resize.build_resizer('clean')``) and embedded by clean-fid's
+  TorchScript Inception-v3 (``inception-2015-12-05.pt``); the distance is ``frechet_distance``.
+* DINOv2: as dgm-eval, images are resized to 224² with PIL bicubic, normalised with ImageNet's
+  mean/std and embedded by ViT-L/14; the feature is the final-norm CLS token. The network is timm's
+  ``vit_large_patch14_dinov2`` reading Meta's released ``dinov2_vitl14_pretrain.pth`` (the file
+  ``torch.hub.load('facebookresearch/dinov2', 'dinov2_vitl14')`` reads). Its 37×37 position
+  embedding is resized to 16×16 the way DINOv2 does at run time (bicubic, scale factor
+  (16 + 0.1) / 37, no antialias), not with timm's antialiased resampling.
+  FD-DINOv2 = ``frechet_distance`` of the features; MMD-DINOv2 = ``mmd_rbf`` (σ = 10, ×1000).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..weights import require
+from .base import FeatureMetric, MetricInfo
+from .formulas import frechet_distance, mmd_rbf
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def to_uint8_hwc(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) floats in [0, 1] -> (B, H, W, 3) uint8, the files' own values."""
+    return torch.round(images.detach().float().clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    features = np.asarray(features, np.float64)
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+class InceptionFID(FeatureMetric):
+    info = MetricInfo("fid", "set", False, ("inception",), "FID, clean-fid 'clean' mode (PIL bicubic 299²)")
+
+    def __init__(self, device: str | torch.device = "cpu", model=None):
+        """``model``: a callable mapping (B, 3, 299, 299) floats in [0, 255] to (B, D) features;
+        default clean-fid's Inception, checked in clean-fid's cache first."""
+        from cleanfid.resize import build_resizer
+
+        if model is None:
+            require("inception", "FID (clean-fid Inception-v3)")
+            from cleanfid.features import build_feature_extractor
+
+            model = build_feature_extractor("clean", device=torch.device(device), use_dataparallel=False)
+        self.model, self.device, self.resize = model, device, build_resizer("clean")
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> np.ndarray:
+        batch = np.stack([self.resize(img) for img in to_uint8_hwc(images)])  # (B, 299, 299, 3) float32 0-255
+        x = torch.from_numpy(batch).permute(0, 3, 1, 2).to(self.device)
+        return self.model(x).double().cpu().numpy()
+
+    def distance(self, pred_features: np.ndarray, ref_features) -> float:
+        mu2, cov2 = ref_features if isinstance(ref_features, tuple) else gaussian_stats(ref_features)
+        return frechet_distance(*gaussian_stats(pred_features), mu2, cov2)
+
+
+def dinov2_pos_embed(pos_embed: torch.Tensor, grid: int, offset: float = 0.1) -> torch.Tensor:
+    """(1, 1 + M², D) -> (1, 1 + grid², D), resized like DINOv2's ``interpolate_pos_encoding``."""
+    cls_pos, patch_pos = pos_embed[:, :1], pos_embed[:, 1:].float()
+    m = int(round(patch_pos.shape[1] ** 0.5))
+    patch_pos = patch_pos.reshape(1, m, m, -1).permute(0, 3, 1, 2)  # (1, D, M, M)
+    scale = (grid + offset) / m
+    patch_pos = F.interpolate(patch_pos, scale_factor=(scale, scale), mode="bicubic", antialias=False)
+    if patch_pos.shape[-2:] != (grid, grid):
+        raise ValueError(f"position embedding resized to {tuple(patch_pos.shape[-2:])}, expected {grid}²")
+    patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, grid * grid, -1)
+    return torch.cat([cls_pos, patch_pos.to(cls_pos.dtype)], dim=1)
+
+
+def build_dinov2_vitl14(image_size: int = 224) -> torch.nn.Module:
+    """timm's ViT-L/14 with Meta's DINOv2 weights from torch hub's cache."""
+    import timm
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    path = require("dinov2", "FD-DINOv2 / MMD-DINOv2 (DINOv2 ViT-L/14)")
+    model = timm.create_model("vit_large_patch14_dinov2", pretrained=False, img_size=image_size)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    native_pos = state["pos_embed"]
+    state = checkpoint_filter_fn(state, model)
+    state["pos_embed"] = dinov2_pos_embed(native_pos, image_size // 14)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+class DINOv2Features:
+    """Shared by FD- and MMD-DINOv2: (B, 3, H, W) in [0, 1] -> (B, D) CLS features."""
+
+    def __init__(self, device: str | torch.device = "cpu", model: torch.nn.Module | None = None,
+                 image_size: int = 224):
+        self.model = (model if model is not None else build_dinov2_vitl14(image_size)).to(device).eval()
+        self.device, self.image_size = device, image_size
+        self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        size = (self.image_size, self.image_size)
+        resized = np.stack([np.asarray(Image.fromarray(img).resize(size, Image.BICUBIC))
+                            for img in to_uint8_hwc(images)])  # (B, 224, 224, 3) uint8
+        x = torch.from_numpy(resized).to(self.device).permute(0, 3, 1, 2).float() / 255
+        tokens = self.model.forward_features((x - self.mean) / self.std)  # (B, 1 + N, D), final norm applied
+        return tokens[:, 0].double().cpu().numpy()
+
+
+def dinov2_info(kind: str) -> MetricInfo:
+    if kind not in ("fd", "mmd"):
+        raise ValueError(f"kind must be 'fd' or 'mmd', got {kind!r}")
+    return MetricInfo(f"{kind}_dinov2", "set", False, ("dinov2",),
+                      "Fréchet distance of DINOv2 ViT-L/14 CLS features" if kind == "fd" else
+                      "MMD² of DINOv2 ViT-L/14 CLS features, RBF σ=10, biased, ×1000")
+
+
+class DINOv2Distance(FeatureMetric):
+    def __init__(self, kind: str, features: DINOv2Features):
+        self.info = dinov2_info(kind)
+        self.kind, self.extractor = kind, features
+
+    def features(self, images: torch.Tensor) -> np.ndarray:
+        return self.extractor(images)
+
+    def distance(self, pred_features: np.ndarray, ref_features: np.ndarray) -> float:
+        if self.kind == "mmd":
+            return mmd_rbf(pred_features, ref_features, sigma=10.0, scale=1000.0)
+        return frechet_distance(*gaussian_stats(pred_features), *gaussian_stats(ref_features))
