@@ -4,8 +4,9 @@ restoration of a degraded held-out photo.
 
 Writes, under ``--out``: ``vae/``, ``posterior_mean/``, ``latent_pmrf/`` (the Lightning runs),
 ``vae_export/`` (EMA weights in the official format), ``reconstruction.png`` (held-out photo |
-reconstruction), ``restoration.png`` (LQ | posterior mean | Latent-PMRF | GT), ``loss_curve.png``
-and ``metrics.json``.
+reconstruction), ``restoration.png`` (LQ | posterior mean | Latent-PMRF | GT), ``loss_curve.png``,
+``eval/results.{csv,md,json}`` (the evaluation table of its restorations, see
+``quickstart_report.py``), ``convergence.png``, ``pd.png`` and ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..losses.lpips_net import LPIPS_TRUNK_FILES
 from ..losses.perceptual import VGG19_WEIGHTS_FILE
 from ..metrics.distortion import psnr
 from ..models.sim_vae import SimVAE, SimVAEConfig
+from .quickstart_report import evaluate_quickstart
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 CONFIG = CONFIGS / "vae" / "quickstart.yaml"
@@ -159,6 +161,8 @@ def run_quickstart(out: str | Path, max_steps: int = 600, restoration_steps: int
                            presets={"model": HDiTConfig.preset, "posterior_mean.model": SwinIRConfig.preset})
     flow_run = fit_flow(flow_cfg)
     restoration = _restore_held_out(out, val_dir, flow_run)
+    report = evaluate_quickstart(out, val_dir / (Path(HELD_OUT).stem + ".png"), flow_run,
+                                 dict(flow_cfg.data.degradation), console)
 
     metrics = {
         "held_out_image": HELD_OUT,
@@ -168,11 +172,14 @@ def run_quickstart(out: str | Path, max_steps: int = 600, restoration_steps: int
         "vae_parameters": sum(p.numel() for p in vae.parameters()),
         "ema_weights": used_ema,
         "restoration": {**restoration, "posterior_mean_steps": restoration_steps, "flow_steps": restoration_steps},
+        "evaluation": {k: v for k, v in report.items() if k != "table_markdown"},
         "seconds": round(time.time() - start, 1),
         "skipped": skipped,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     console.print_json(data=metrics)
-    for name in ("reconstruction.png", "restoration.png", "loss_curve.png", "metrics.json", "vae_export"):
+    console.print(report["table_markdown"])
+    for name in ("reconstruction.png", "restoration.png", "loss_curve.png", "convergence.png", "pd.png",
+                 "eval/results.csv", "metrics.json", "vae_export"):
         console.print(f"wrote {out / name}")
     return metrics

@@ -13,6 +13,8 @@ average tracks the weights instead of the random init; ``warmup=False`` gives a 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
@@ -69,6 +71,18 @@ class EMA(L.Callback):
                 tmp = avg.detach().clone()
                 avg.copy_(cur)
                 cur.copy_(tmp)
+
+    @contextmanager
+    def swapped_in(self, pl_module: L.LightningModule) -> Iterator[None]:
+        """The EMA weights in the model for the duration of the block (for sampling mid-training)."""
+        if self.average is None:
+            yield
+            return
+        self._swap(pl_module)
+        try:
+            yield
+        finally:
+            self._swap(pl_module)
 
     @staticmethod
     def _tensors(module: nn.Module):

@@ -70,6 +70,33 @@ class PosteriorMeanSource:
 
 
 @dataclass
+class ConvergenceConfig:
+    """Convergence curves during flow training (paper Fig. 1 and 3, Sec. 4.2): every
+    ``every_n_steps`` optimizer steps (0 = off) the fixed validation set is restored with the EMA
+    weights and ``metrics`` are computed against its ground truth."""
+
+    every_n_steps: int = 0
+    metrics: list[str] = field(default_factory=lambda: ["fid", "dists", "mmd_dinov2"])
+    num_images: Optional[int] = None  # the first N images of data.val_dir (not data.val_limit); None = all
+    euler_steps: int = 25
+    seed: int = 0  # image i uses a generator seeded by (seed, i): the same noise at every point
+    skip_missing: bool = True  # a metric without its weights is skipped with a warning
+
+    def __post_init__(self) -> None:
+        from ..metrics.registry import METRICS
+
+        if self.every_n_steps < 0:
+            raise ValueError(f"convergence.every_n_steps must be >= 0 (0 = off), got {self.every_n_steps}")
+        if self.euler_steps < 1:
+            raise ValueError(f"convergence.euler_steps must be >= 1, got {self.euler_steps}")
+        if self.num_images is not None and self.num_images < 1:
+            raise ValueError(f"convergence.num_images must be >= 1 or null, got {self.num_images}")
+        unknown = [m for m in self.metrics if m not in METRICS]
+        if unknown or not self.metrics:
+            raise ValueError(f"convergence.metrics: unknown {unknown or 'empty list'}; known: {', '.join(METRICS)}")
+
+
+@dataclass
 class FlowTrainConfig:
     """Latent-PMRF (``space: latent``) or PMRF (``space: pixel``) rectified flow (Sec. 3.1)."""
 
@@ -83,6 +110,7 @@ class FlowTrainConfig:
     source_noise_std: float = 0.1
     model: HDiTConfig = field(default_factory=lambda: HDiTConfig.preset("hdit_latent_pmrf"))
     val_steps: int = 50  # Euler steps for validation samples (25 at inference)
+    convergence: ConvergenceConfig = field(default_factory=ConvergenceConfig)
     data: BFRDataConfig = field(default_factory=BFRDataConfig)
     optim: RestorationOptimConfig = field(default_factory=RestorationOptimConfig)
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .bfr_data import BFRDataModule
+from .convergence import ConvergenceCallback
 from .fit import fit
 from .flow_module import FlowModule
 from .posterior_mean_module import PosteriorMeanModule
@@ -17,7 +18,13 @@ def fit_posterior_mean(cfg: PosteriorMeanTrainConfig) -> Path:
                use_distributed_sampler=False)
 
 
-def fit_flow(cfg: FlowTrainConfig) -> Path:
+def fit_flow(cfg: FlowTrainConfig, convergence_metrics: dict | None = None) -> Path:
+    """``convergence_metrics``: already-built metrics for the convergence callback (tests)."""
     o = cfg.optim
+    callbacks = []
+    if cfg.convergence.every_n_steps > 0:
+        if not cfg.data.val_dir:
+            raise ValueError("convergence.every_n_steps > 0 needs data.val_dir (the fixed validation set)")
+        callbacks.append(ConvergenceCallback(cfg.convergence, cfg.data, convergence_metrics))
     return fit(cfg, FlowModule(cfg), BFRDataModule(cfg.data), o.ema_decay, o.ema_warmup, o.grad_clip,
-               use_distributed_sampler=False)
+               callbacks=callbacks, use_distributed_sampler=False)
