@@ -170,3 +170,18 @@ def test_dinov2_position_embedding_resize_matches_dinov2():
     ref = torch.nn.functional.interpolate(grid, scale_factor=(16.1 / 37, 16.1 / 37), mode="bicubic")
     assert torch.allclose(out[:, 1:], ref.permute(0, 2, 3, 1).reshape(1, 256, 16))
     assert torch.allclose(dinov2_pos_embed(pos, 37, offset=0.0), pos, atol=1e-5)  # same grid: unchanged
+
+
+def test_niqe_reads_its_parameter_file_from_pyiqas_cache(empty_caches):
+    """A made-up (but valid) pristine model in the cache: the real loading path, no download."""
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(0)
+    basis = rng.normal(size=(36, 36))
+    folder = empty_caches / "torch" / "hub" / "pyiqa"
+    folder.mkdir(parents=True)
+    savemat(folder / "niqe_modelparameters.mat", {"mu_prisparam": rng.normal(size=(1, 36)),
+                                                  "cov_prisparam": basis @ basis.T / 36 + np.eye(36)})
+    metric = build_metrics(["niqe"])["niqe"]
+    values = metric(images(b=2, h=192, w=192, seed=12))
+    assert values.shape == (2,) and torch.isfinite(values).all()

@@ -1,4 +1,6 @@
-"""Metrics with the paper's conventions (issue 6; formulas first)."""
+"""Metrics with the paper's conventions (Sec. 4.1, Table 4): our formulas (``formulas``,
+``distortion``), library wrappers (``library``, ``distribution``), the face metrics (``face``),
+the registry by name (``registry``) and the folder evaluation behind ``latent-pmrf evaluate``."""
 
 from .distortion import psnr, ssim
 from .formulas import frechet_distance, ind_rmse, mmd_rbf

@@ -33,6 +33,11 @@ class MetricInfo:
     description: str = ""
 
 
+def to_uint8_hwc(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) floats in [0, 1] -> (B, H, W, 3) uint8, the files' own values."""
+    return torch.round(images.detach().float().clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
 class ImageMetric:
     """Per-image metric: ``__call__(pred, ref=None) -> (B,) float64 CPU tensor``."""
 

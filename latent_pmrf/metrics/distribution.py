@@ -22,16 +22,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..weights import require
-from .base import FeatureMetric, MetricInfo
+from .base import FeatureMetric, MetricInfo, to_uint8_hwc
 from .formulas import frechet_distance, mmd_rbf
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def to_uint8_hwc(images: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) floats in [0, 1] -> (B, H, W, 3) uint8, the files' own values."""
-    return torch.round(images.detach().float().clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,8 @@
 """Identity and landmark fidelity (paper Sec. 4.1 and Table 4, "Deg." and "LMD"), with the
 conventions of VQFR's scripts that PMRF's evaluation reuses.
 
-* Deg: each image to gray as ``cv2.imread(path, 0)`` does, resized to 128×128 (``cv2.INTER_LINEAR``),
+* Deg: each image to gray with OpenCV's BT.601 conversion (the script reads ``cv2.imread(path, 0)``,
+  whose PNG/JPEG decoders convert inside libpng/libjpeg and can differ by one gray level), resized to 128×128 (``cv2.INTER_LINEAR``),
   scaled to [-1, 1], embedded by ArcFace ResNet-18; the value is the angle between the restored
   and the ground-truth embeddings in degrees. The table number is the mean over all images, as
   the official Latent-PMRF evaluation averages (PMRF's script leaves out pairs under 1°).
@@ -20,12 +21,7 @@ import torch
 from ..weights import require
 from .backbones.arcface import ArcFaceResNet18
 from .backbones.fan import FAN
-from .base import ImageMetric, MetricInfo
-
-
-def _uint8_rgb(images: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) in [0, 1] -> (B, H, W, 3) uint8, the files' own values."""
-    return torch.round(images.detach().float().clamp(0, 1) * 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+from .base import ImageMetric, MetricInfo, to_uint8_hwc
 
 
 def embedding_angle_degrees(a, b) -> np.ndarray:
@@ -81,7 +77,7 @@ class IdentityAngle(ImageMetric):
 
     def _inputs(self, images: torch.Tensor) -> torch.Tensor:
         gray = [cv2.resize(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), (128, 128), interpolation=cv2.INTER_LINEAR)
-                for im in _uint8_rgb(images)]
+                for im in to_uint8_hwc(images)]
         x = (np.stack(gray).astype(np.float32) - 127.5) / 127.5  # (B, 128, 128) in [-1, 1]
         return torch.from_numpy(x)[:, None].to(self.device)
 
@@ -112,7 +108,7 @@ class LandmarkDistance(ImageMetric):
         """(B, 3, H, W) in [0, 1] -> (B, 98, 2) landmarks in pixels of the input."""
         h, w = images.shape[-2:]
         # resized in BGR order, as the reference reads files with cv2.imread
-        small = [cv2.resize(np.ascontiguousarray(im[..., ::-1]), (256, 256))[..., ::-1] for im in _uint8_rgb(images)]
+        small = [cv2.resize(np.ascontiguousarray(im[..., ::-1]), (256, 256))[..., ::-1] for im in to_uint8_hwc(images)]
         x = torch.from_numpy(np.ascontiguousarray(np.stack(small))).permute(0, 3, 1, 2).float().div(255)
         with torch.no_grad():
             heatmaps = self.model(x.to(self.device))[:, :-1]  # drop the boundary channel
