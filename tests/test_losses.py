@@ -16,27 +16,40 @@ PAPER_LAYERS = {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, 
 TORCHVISION_INDEX = {"conv1_2": 2, "conv2_2": 7, "conv3_4": 16, "conv4_4": 25, "conv5_4": 34}
 
 
-def test_perceptual_loss_matches_torchvision_vgg19_by_index():
+def _pre_relu_reference(vgg_state: dict, x: torch.Tensor) -> dict[int, torch.Tensor]:
+    """Pre-ReLU conv outputs by torchvision index, from a VGG19 whose ReLUs are rebuilt non-inplace
+    and whose conv outputs are copied (BasicSR's ``output[key] = x.clone()``): no aliasing possible."""
+    vgg = torchvision.models.vgg19(weights=None).features[:35].eval()
+    vgg.load_state_dict(vgg_state)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    h, out = ((x + 1) / 2 - mean) / std, {}
+    for i, layer in enumerate(vgg):
+        h = torch.relu(h) if isinstance(layer, nn.ReLU) else layer(h)
+        out[i] = h.clone()
+    return out
+
+
+def test_perceptual_loss_compares_pre_relu_features():
     torch.manual_seed(0)
     loss = VGGPerceptualLoss(PAPER_LAYERS, pretrained=False)
-    vgg = torchvision.models.vgg19(weights=None).features[:35].eval()
-    vgg.load_state_dict(loss.features.state_dict())
     pred, target = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
-    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-
-    def features(x):
-        h, out = ((x + 1) / 2 - mean) / std, {}
-        for i, layer in enumerate(vgg):
-            h = layer(h)
-            out[i] = h
-        return out
-
-    fp, ft = features(pred), features(target)
+    fp, ft = (_pre_relu_reference(loss.features.state_dict(), x) for x in (pred, target))
     expected = sum(w * (fp[TORCHVISION_INDEX[n]] - ft[TORCHVISION_INDEX[n]]).abs().mean(dim=(1, 2, 3))
                    for n, w in PAPER_LAYERS.items())
     with torch.no_grad():
         torch.testing.assert_close(loss(pred, target), expected, rtol=1e-5, atol=1e-6)
+        stored = loss._features(pred)
+    # conv outputs before the ReLU take negative values; post-ReLU maps (the old bug) cannot.
+    for name in PAPER_LAYERS:
+        assert stored[name].min() < 0, name
     assert not any(p.requires_grad for p in loss.parameters())
+
+
+def test_perceptual_loss_backward_reaches_the_prediction():
+    loss = VGGPerceptualLoss({"conv1_2": 1.0, "conv2_2": 1.0}, pretrained=False)
+    pred = (torch.rand(1, 3, 16, 16) * 2 - 1).requires_grad_()
+    loss(pred, torch.zeros(1, 3, 16, 16)).sum().backward()
+    assert pred.grad is not None and pred.grad.abs().sum() > 0
 
 
 def test_missing_vgg_weights_name_file_and_folder(tmp_path, monkeypatch):

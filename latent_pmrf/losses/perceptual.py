@@ -35,6 +35,11 @@ def vgg19_features(pretrained: bool) -> nn.Sequential:
     if pretrained:
         path = torch_hub_checkpoint(VGG19_WEIGHTS_FILE, "The VGG19 perceptual loss")
         vgg.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    # torchvision's ReLUs are in place: they would overwrite a stored conv output with its
+    # post-ReLU values. BasicSR's VGGFeatureExtractor (the official loss) compares pre-ReLU maps.
+    for i, layer in enumerate(vgg.features):
+        if isinstance(layer, nn.ReLU):
+            vgg.features[i] = nn.ReLU(inplace=False)
     return vgg.features
 
 
