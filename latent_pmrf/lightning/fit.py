@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from ..atomic import write_text_atomic
 from ..config import to_yaml
+from ..seeding import derive_seed
 from .ema import EMA
+
+
+class PerRankSeed(Callback):
+    """Reseeds Python, NumPy and torch with ``derive_seed(seed, global_rank)`` once the rank is
+    known (``setup`` runs in every process before the first step), so ranks draw independent
+    noise, posterior samples and t. Weights are initialised before, from ``seed`` alone, and DDP
+    broadcasts rank 0's anyway; data order and degradations have their own (seed, epoch, index)
+    streams (``EpochIndexSampler``, ``item_rng``) and do not depend on this."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        L.seed_everything(derive_seed(self.seed, trainer.global_rank), workers=True, verbose=False)
 
 
 def last_checkpoint(output_dir: str | Path) -> Path:
@@ -29,7 +45,8 @@ def read_logged_metrics(output_dir: str | Path) -> list[dict[str, str]]:
     return rows
 
 
-def fit(cfg, module: L.LightningModule, datamodule: L.LightningDataModule, ema_decay: float | None,
+def fit(cfg, build_module: Callable[[], L.LightningModule], build_datamodule: Callable[[], L.LightningDataModule],
+        ema_decay: float | None,
         ema_warmup: bool = True, grad_clip: float | None = None, callbacks: list | None = None,
         use_distributed_sampler: bool = True) -> Path:
     """Train until ``cfg.trainer.max_steps``; returns the output directory.
@@ -38,17 +55,21 @@ def fit(cfg, module: L.LightningModule, datamodule: L.LightningDataModule, ema_d
     re-run of the same command after a crash or pre-emption loses at most
     ``checkpoint_every_n_steps`` steps. Checkpoint writes are atomic (Lightning writes through an
     fsspec transaction); the resolved config is written to ``OUTPUT/config.yaml``.
+
+    The module and datamodule are built after seeding with ``trainer.seed``, so weight
+    initialisation is reproducible; each rank then continues with its own seed (``PerRankSeed``).
     """
     t = cfg.trainer
     out = Path(t.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "config.yaml", to_yaml(cfg))
     L.seed_everything(t.seed, workers=True, verbose=False)
+    module, datamodule = build_module(), build_datamodule()
 
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="step{step:08d}", auto_insert_metric_name=False,
                                  every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=1, save_last=True,
                                  save_on_train_epoch_end=True)
-    callbacks = [*(callbacks or []), checkpoint, LearningRateMonitor("step")]
+    callbacks = [PerRankSeed(t.seed), *(callbacks or []), checkpoint, LearningRateMonitor("step")]
     if ema_decay is not None:
         callbacks.insert(0, EMA(ema_decay, ema_warmup))
     if t.progress_bar:

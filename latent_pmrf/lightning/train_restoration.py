@@ -14,8 +14,8 @@ from .restoration_config import FlowTrainConfig, PosteriorMeanTrainConfig
 
 def fit_posterior_mean(cfg: PosteriorMeanTrainConfig) -> Path:
     o = cfg.optim
-    return fit(cfg, PosteriorMeanModule(cfg), BFRDataModule(cfg.data), o.ema_decay, o.ema_warmup, o.grad_clip,
-               use_distributed_sampler=False)
+    return fit(cfg, lambda: PosteriorMeanModule(cfg), lambda: BFRDataModule(cfg.data), o.ema_decay, o.ema_warmup,
+               o.grad_clip, use_distributed_sampler=False)
 
 
 def fit_flow(cfg: FlowTrainConfig, convergence_metrics: dict | None = None) -> Path:
@@ -26,5 +26,5 @@ def fit_flow(cfg: FlowTrainConfig, convergence_metrics: dict | None = None) -> P
         if not cfg.data.val_dir:
             raise ValueError("convergence.every_n_steps > 0 needs data.val_dir (the fixed validation set)")
         callbacks.append(ConvergenceCallback(cfg.convergence, cfg.data, convergence_metrics))
-    return fit(cfg, FlowModule(cfg), BFRDataModule(cfg.data), o.ema_decay, o.ema_warmup, o.grad_clip,
-               callbacks=callbacks, use_distributed_sampler=False)
+    return fit(cfg, lambda: FlowModule(cfg), lambda: BFRDataModule(cfg.data), o.ema_decay, o.ema_warmup,
+               o.grad_clip, callbacks=callbacks, use_distributed_sampler=False)

@@ -12,5 +12,5 @@ from .vae_module import VAEModule
 
 def fit_vae(cfg: VAETrainConfig, val_lpips: bool = True) -> Path:
     """Train until ``trainer.max_steps`` (resuming from ``last.ckpt``); returns the output directory."""
-    return fit(cfg, VAEModule(cfg, val_lpips=val_lpips), VAEDataModule(cfg.data), cfg.optim.ema_decay,
+    return fit(cfg, lambda: VAEModule(cfg, val_lpips=val_lpips), lambda: VAEDataModule(cfg.data), cfg.optim.ema_decay,
                cfg.optim.ema_warmup, cfg.optim.grad_clip)
