@@ -6,7 +6,12 @@ on half of each head's dimensions; cosine-similarity attention with a learned pe
 (init 10); AdaRMSNorm whose scale is 1 + zero-initialised Linear(cond); GEGLU feed-forward;
 2×2 token merge, and split that lerps with the skip by a learned factor (init 0.5); zero-init
 output projections. Time t ∈ [0, 1] enters through Fourier features and the mapping network, as
-in PMRF.
+in PMRF (which feeds t itself, not k-diffusion's log(σ)/4).
+
+``aug_cond``: k-diffusion's augmentation conditioning, Fourier features of a 9-value augmentation
+vector projected into the mapping input. PMRF's HDiT carries it and always feeds zeros, which adds
+a learned constant to the mapping input; the ``hdit_pmrf`` preset has it so PMRF's released weights
+load into this model one to one.
 
 Latent-PMRF's options (paper Sec. 5.1): ``patch_size=1``, ``patch_embed="conv"`` (3×3 conv in/out
 instead of a linear patchifier) and depthwise 3×3 convs after the qkv projection and inside the
@@ -25,6 +30,8 @@ from einops import rearrange
 from torch import nn
 
 from .attention import neighborhood_attention
+
+AUG_COND_FEATURES = 9  # k-diffusion's augmentation vector (KarrasAugmentWrapper); not configurable there
 
 
 # ---------------------------------------------------------------------------------------- config
@@ -51,6 +58,7 @@ class HDiTConfig:
     patch_embed: str = "linear"  # "linear" (k-diffusion TokenMerge) | "conv" (3×3 conv, patch_size 1)
     attn_dwconv: bool = False
     ff_dwconv: bool = False
+    aug_cond: bool = False  # k-diffusion's aug_emb / aug_in_proj (PMRF's HDiT has them)
 
     def __post_init__(self) -> None:
         self.levels = [lvl if isinstance(lvl, HDiTLevelConfig) else HDiTLevelConfig(**lvl) for lvl in self.levels]
@@ -83,9 +91,10 @@ class HDiTConfig:
 
 
 HDIT_PRESETS: dict[str, dict] = {
-    # PMRF's pixel-space model (arch "hdit_ImageNet256Sp4"): 512² RGB, 4×4 patches -> 128² tokens.
+    # PMRF's pixel-space model (arch "hdit_ImageNet256Sp4"): 512² RGB, 4×4 patches -> 128² tokens,
+    # with k-diffusion's (zero-fed) augmentation conditioning as in PMRF's ImageTransformerDenoiserModelV2.
     "hdit_pmrf": dict(
-        in_channels=3, out_channels=3, patch_size=4, mapping_depth=2, mapping_width=768,
+        in_channels=3, out_channels=3, patch_size=4, mapping_depth=2, mapping_width=768, aug_cond=True,
         levels=[dict(depth=2, width=256, attention="neighborhood", kernel_size=7),
                 dict(depth=2, width=512, attention="neighborhood", kernel_size=7),
                 dict(depth=8, width=1024, attention="global")]),
@@ -361,6 +370,9 @@ class HDiT(nn.Module):
             zero_init(self.patch_out.proj)
         self.time_emb = FourierFeatures(1, c.mapping_width)
         self.time_in_proj = nn.Linear(c.mapping_width, c.mapping_width, bias=False)
+        if c.aug_cond:
+            self.aug_emb = FourierFeatures(AUG_COND_FEATURES, c.mapping_width)
+            self.aug_in_proj = nn.Linear(c.mapping_width, c.mapping_width, bias=False)
         self.mapping = MappingNetwork(c.mapping_depth, c.mapping_width, c.mapping_d_ff or 3 * c.mapping_width)
 
         def level(lvl: HDiTLevelConfig) -> Level:
@@ -373,7 +385,9 @@ class HDiT(nn.Module):
         self.splits = nn.ModuleList(TokenSplit(b, a) for a, b in zip(widths[:-1], widths[1:]))
         self.out_norm = RMSNorm(widths[0])
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, aug: torch.Tensor | None = None) -> torch.Tensor:
+        """``aug`` (B, 9): k-diffusion's augmentation vector, only with ``config.aug_cond``; zeros
+        when omitted, which is what PMRF always feeds."""
         m = self.config.multiple
         if x.ndim != 4 or x.shape[1] != self.config.in_channels or x.shape[2] % m or x.shape[3] % m:
             raise ValueError(f"HDiT expects (B, {self.config.in_channels}, H, W) with H, W multiples of {m}, "
@@ -384,7 +398,16 @@ class HDiT(nn.Module):
             x = self.patch_in(x.permute(0, 2, 3, 1))
         pos = make_axial_pos(x.shape[1], x.shape[2], device=x.device)
         t = t.to(x.dtype).reshape(-1)
-        cond = self.mapping(self.time_in_proj(self.time_emb(t[:, None].float()).to(x.dtype)))
+        mapping_in = self.time_in_proj(self.time_emb(t[:, None].float()).to(x.dtype))
+        if self.config.aug_cond:
+            if aug is None:
+                aug = torch.zeros(x.shape[0], AUG_COND_FEATURES, device=x.device)
+            elif aug.shape != (x.shape[0], AUG_COND_FEATURES):
+                raise ValueError(f"aug must have shape ({x.shape[0]}, {AUG_COND_FEATURES}), got {tuple(aug.shape)}")
+            mapping_in = mapping_in + self.aug_in_proj(self.aug_emb(aug.float()).to(x.dtype))
+        elif aug is not None:
+            raise ValueError("this HDiT has no augmentation conditioning (config.aug_cond is False) but got aug")
+        cond = self.mapping(mapping_in)
 
         skips, poses = [], []
         for down, merge in zip(self.down_levels, self.merges):
