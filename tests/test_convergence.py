@@ -91,6 +91,19 @@ def test_missing_weights_are_skipped_with_a_warning(faces_dir, tmp_path, frozen_
     assert list(rows[0]) == ["step", "psnr"] and int(rows[0]["step"]) == 2
 
 
+def test_paper_configs_log_fig3_curves():
+    """Fig. 3 plots FID, DISTS, LPIPS (pyiqa's default: AlexNet), MUSIQ and CLIP-IQA (MMD-DINOv2 too in
+    Fig. 1): the default and both paper runs log them, under registered names."""
+    import yaml
+
+    curves = {"fid", "dists", "mmd_dinov2", "lpips_alex", "musiq", "clipiqa"}
+    assert curves <= set(ConvergenceConfig().metrics)
+    for path in ("configs/latent_pmrf/ffhq512_c32.yaml", "configs/pmrf/pixel_ffhq512.yaml"):
+        metrics = yaml.safe_load((ROOT / path).read_text(encoding="utf-8"))["convergence"]["metrics"]
+        assert curves <= set(metrics), path
+        ConvergenceConfig(metrics=metrics)  # every name is registered
+
+
 def test_convergence_config_is_validated():
     with pytest.raises(ValueError, match="convergence.metrics"):
         ConvergenceConfig(metrics=["fid", "nope"])

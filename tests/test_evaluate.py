@@ -38,12 +38,13 @@ def test_evaluate_cli_writes_csv_json_markdown_and_skips_with_reason(folders, tm
     gt, pred, pm = folders
     out = tmp_path / "res" / "results.csv"
     main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--posterior-mean", str(pm), "--metrics",
-          "psnr,ssim,ind_rmse,lpips,musiq", "--out", str(out), "--skip-missing", "--label", "blur"])
+          "psnr,ssim,ind_rmse,ind_rmse_per_image,lpips_vgg,lpips_alex,musiq", "--out", str(out), "--skip-missing",
+          "--label", "blur"])
     rows = list(csv.DictReader(out.open()))
     assert [r["method"] for r in rows] == ["blur"] and rows[0]["images"] == "4"
     per_image = list(csv.DictReader((out.parent / "results.blur.per_image.csv").open()))
     assert [r["file"] for r in per_image] == ["hq_000", "hq_001", "hq_002", "hq_003"]
-    # per-image PSNR and IndRMSE from the files, independently (NumPy, 0-255, no crop)
+    # per-image PSNR and both IndRMSEs from the files, independently (NumPy, 0-255, no crop)
     psnrs, mses = [], []
     for r in per_image:
         a, b, c = (read_rgb(d / f"{r['file']}.png") for d in (pred, gt, pm))
@@ -51,9 +52,13 @@ def test_evaluate_cli_writes_csv_json_markdown_and_skips_with_reason(folders, tm
         mses.append(((a - c) ** 2).mean())
         assert float(r["psnr"]) == pytest.approx(psnrs[-1], abs=1e-6)
     assert float(rows[0]["psnr"]) == pytest.approx(np.mean(psnrs), rel=1e-5)
-    assert float(rows[0]["ind_rmse"]) == pytest.approx(np.sqrt(np.mean(mses)), rel=1e-5)
+    assert float(rows[0]["ind_rmse"]) == pytest.approx(np.sqrt(np.mean(mses)), rel=1e-5)  # PMRF's
+    assert float(rows[0]["ind_rmse_per_image"]) == pytest.approx(np.mean(np.sqrt(mses)), rel=1e-5)  # Fig. 5's
+    assert float(rows[0]["ind_rmse_per_image"]) < float(rows[0]["ind_rmse"])
     report = json.loads(out.with_suffix(".json").read_text())["blur"]
-    assert set(report["skipped"]) == {"lpips", "musiq"} and "vgg16-397923af.pth" in report["skipped"]["lpips"]
+    assert set(report["skipped"]) == {"lpips_vgg", "lpips_alex", "musiq"}
+    assert "vgg16-397923af.pth" in report["skipped"]["lpips_vgg"]
+    assert "alexnet-owt-7be5be79.pth" in report["skipped"]["lpips_alex"]
     md = out.with_suffix(".md").read_text()
     assert "| blur |" in md and "psnr ↑" in md and "ind_rmse ↓" in md and "musiq_koniq_ckpt" in md
 
@@ -76,6 +81,17 @@ def test_missing_weights_without_skip_is_an_error_naming_the_file(folders, tmp_p
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "DISTS_weights-f5e65c96.pth" in err.replace("\n", "") and "dists" in err
+
+
+def test_bare_lpips_is_an_error_naming_both_nets(folders, tmp_path, capsys):
+    gt, pred, _ = folders
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--metrics", "psnr,lpips",
+              "--out", str(tmp_path / "r.csv")])
+    assert exit_.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "'lpips' is ambiguous" in err and "lpips_alex" in err and "lpips_vgg" in err
+    assert not (tmp_path / "r.csv").exists()
 
 
 def test_unpaired_files_and_missing_gt_are_clear_errors(folders, tmp_path):

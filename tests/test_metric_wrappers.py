@@ -35,7 +35,8 @@ def test_every_metric_has_info_without_weights():
         assert info.name == name and info.reference in ("none", "gt", "posterior_mean", "set")
 
 
-@pytest.mark.parametrize("name, filename", [("lpips", "vgg16-397923af.pth"), ("dists", "vgg16-397923af.pth"),
+@pytest.mark.parametrize("name, filename", [("lpips_alex", "alexnet-owt-7be5be79.pth"),
+                                            ("lpips_vgg", "vgg16-397923af.pth"), ("dists", "vgg16-397923af.pth"),
                                             ("musiq", "musiq_koniq_ckpt-e95806b9.pth"), ("clipiqa", "RN50.pt"),
                                             ("niqe", "niqe_modelparameters.mat"), ("qalign", "one-align"),
                                             ("fid", "inception-2015-12-05.pt"),
@@ -52,11 +53,50 @@ def test_lpips_wrapper_equals_lpips_package_with_untrained_trunk():
 
     torch.manual_seed(0)
     model = lpips.LPIPS(net="vgg", pnet_rand=True, verbose=False).eval()
-    metric = LPIPS("vgg", model=model)
+    metric = LPIPS("lpips_vgg", model=model)
     a, b = images(seed=1), images(seed=2)
     direct = model(a * 2 - 1, b * 2 - 1).flatten()
     assert torch.allclose(metric(a, b), direct.double(), atol=1e-6)
     assert torch.allclose(metric(a, a), torch.zeros(2, dtype=torch.float64), atol=1e-6)
+
+
+def test_lpips_names_build_their_own_trunk(monkeypatch):
+    """The registry's ``lpips_alex`` is AlexNet and ``lpips_vgg`` VGG16 (untrained trunks)."""
+    import lpips
+
+    import latent_pmrf.metrics.library as library
+
+    monkeypatch.setattr(library, "build_lpips", lambda net: lpips.LPIPS(net=net, pnet_rand=True, verbose=False).eval())
+    built = build_metrics(["lpips_alex", "lpips_vgg"])
+    assert isinstance(built["lpips_alex"].model.net, lpips.pretrained_networks.alexnet)
+    assert isinstance(built["lpips_vgg"].model.net, lpips.pretrained_networks.vgg16)
+    assert metric_info("lpips_alex").weights == ("alexnet",) and metric_info("lpips_vgg").weights == ("vgg16",)
+    with pytest.raises(ValueError, match="'lpips' is ambiguous: use lpips_alex .* or lpips_vgg"):
+        build_metrics(["lpips"])
+    with pytest.raises(ValueError, match="'lpips' is ambiguous"):
+        metric_info("lpips")
+
+
+def test_lpips_alex_is_what_pyiqas_default_lpips_computes(monkeypatch):
+    """The official evaluation's ``pyiqa.create_metric('lpips')``: pyiqa's default config names AlexNet,
+    and with the weights of our ``lpips_alex`` (untrained trunk, the lpips package's heads) loaded into
+    it, it gives the same values."""
+    import lpips
+    import pyiqa
+    import torchvision
+    from pyiqa.archs import lpips_arch
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+    assert DEFAULT_CONFIGS["lpips"]["metric_opts"]["net"] == "alex"
+    assert DEFAULT_CONFIGS["lpips-vgg"]["metric_opts"]["net"] == "vgg"
+    torch.manual_seed(0)
+    ours = LPIPS("lpips_alex", model=lpips.LPIPS(net="alex", pnet_rand=True, verbose=False).eval())
+    untrained_alexnet = torchvision.models.alexnet  # lpips_arch.models is torchvision.models: keep the original
+    monkeypatch.setattr(lpips_arch.models, "alexnet", lambda weights=None: untrained_alexnet(weights=None))
+    official = pyiqa.create_metric("lpips", device="cpu", pretrained=False, pnet_rand=True)
+    official.net.load_state_dict(ours.model.state_dict(), strict=True)  # same layout: AlexNet trunk + 5 heads
+    a, b = images(seed=13), images(seed=14)
+    assert torch.allclose(ours(a, b), official(a, b).double().flatten(), atol=1e-6)
 
 
 def test_ms_ssim_is_pyiqas_weight_free_metric():

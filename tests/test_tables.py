@@ -62,8 +62,26 @@ def test_data_file_columns_are_known_metrics_with_the_paper_arrows():
             if column.key in ("runtime_s", "params_m"):
                 assert column.better is None
                 continue
-            assert column.key in METRICS
+            assert column.key in METRICS, (table.number, column.key)
             assert column.better == ("higher" if column.key in HIGHER_IS_BETTER else "lower"), column
+
+
+def test_lpips_columns_name_the_net_their_source_used():
+    """Every table's LPIPS comes from the official evaluation's pyiqa.create_metric('lpips'), whose
+    default net is AlexNet: lpips_alex, with a source note; Table 4's metrics are the registry's."""
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+    from latent_pmrf.metrics.registry import TABLE4_METRICS
+
+    assert DEFAULT_CONFIGS["lpips"]["metric_opts"]["net"] == "alex"
+    tables = load_paper_tables()
+    lpips_columns = [(t.number, c) for t in tables.values() for c in t.columns if c.header == "LPIPS"]
+    assert len(lpips_columns) == 7  # Tables 1-3: reconstruction + restoration; Table 4: restoration
+    for number, column in lpips_columns:
+        assert column.key == "lpips_alex", (number, column.part)
+        assert column.source and "pyiqa 'lpips' (AlexNet)" in column.source, (number, column.part)
+    assert "test_pmrf.sh" in next(c.source for n, c in lpips_columns if n == 4)  # PMRF's row: the authors' script
+    assert TABLE4_METRICS == tuple(c.key for c in tables[4].columns if c.key not in ("runtime_s", "params_m"))
 
 
 def test_malformed_data_file_names_the_file_and_key(tmp_path):
@@ -80,9 +98,11 @@ def test_malformed_data_file_names_the_file_and_key(tmp_path):
 
 def test_build_table_puts_ours_beside_the_paper(tmp_path):
     restoration = tmp_path / "restoration.csv"
-    restoration.write_text("method,psnr,lpips,mmd_dinov2,images\nmy_c32,26.5,0.25,,3\nnew_vae,24.0,0.3,1.2,3\n")
+    restoration.write_text("method,psnr,lpips_alex,mmd_dinov2,images\n"
+                           "my_c32,26.5,0.25,,3\nnew_vae,24.0,0.3,1.2,3\n")
     reconstruction = tmp_path / "reconstruction.csv"
-    reconstruction.write_text("method,psnr,lpips,mmd_dinov2\nSD-VAE f8c32,40.1,0.0151,0.1\n")
+    reconstruction.write_text("method,psnr,lpips_vgg,lpips_alex,mmd_dinov2\n"
+                              "SD-VAE f8c32,40.1,0.0222,0.0151,0.1\n")
     markdown, rows = build_table(1, {"reconstruction": reconstruction, "restoration": restoration},
                                  {"Sim-VAE f8c32": "my_c32"})
     by_row = {r["row"] or r["our_label"]: r for r in rows}
@@ -93,7 +113,7 @@ def test_build_table_puts_ours_beside_the_paper(tmp_path):
     assert sim["restoration psnr (paper)"] == "26.382" and sim["restoration psnr (ours)"] == "26.5"
     assert sim["restoration mmd_dinov2 (paper)"] == "0.8770" and sim["restoration mmd_dinov2 (ours)"] == ""
     assert sim["reconstruction psnr (ours)"] == ""
-    assert by_row["SD-VAE f8c32"]["reconstruction lpips (ours)"] == "0.0151"
+    assert by_row["SD-VAE f8c32"]["reconstruction lpips_alex (ours)"] == "0.0151"  # AlexNet, not the VGG value
     assert by_row["new_vae"]["restoration psnr (paper)"] == "" and by_row["new_vae"]["restoration psnr (ours)"] == "24.0"
     assert "| Sim-VAE f8c32 (ours: my_c32) | 42.713 | – | 0.007 | – | 0.0511 | – | 26.382 | 26.500 | 0.224 | 0.250 " \
            "| 0.8770 | – |" in markdown
@@ -110,6 +130,19 @@ def test_build_table_puts_ours_beside_the_paper(tmp_path):
         build_table(1, {"restoration": restoration}, {"Sim-VAE f8c64": "x"})
     with pytest.raises(ValueError, match="no part reconstruction"):
         build_table(4, {"reconstruction": restoration})
+
+
+def test_results_with_a_bare_lpips_column_are_an_error_naming_both_nets(tmp_path, capsys):
+    old = tmp_path / "old.csv"
+    old.write_text("method,psnr,lpips\nLatent-PMRF,26.4,0.22\n")
+    with pytest.raises(ValueError, match=r"old\.csv: column 'lpips' is ambiguous: use lpips_alex .* or lpips_vgg"):
+        build_table(4, {"restoration": old})
+    with pytest.raises(SystemExit) as exit_:
+        main(["table", "4", "--results", str(old), "--out", str(tmp_path / "table4")])
+    assert exit_.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "'lpips' is ambiguous" in err and "lpips_alex" in err and "lpips_vgg" in err
+    assert not (tmp_path / "table4.md").exists()
 
 
 def test_table_command_evaluates_then_tabulates(faces_dir, tmp_path, capsys):

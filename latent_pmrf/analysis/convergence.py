@@ -1,4 +1,4 @@
-"""Convergence curves of training runs and the speed-up factor of the paper's 5.79× claim (Sec. 5.3):
+"""Convergence curves of training runs and the speed-up factor of the paper's 5.79× claim (Sec. 4.2):
 the steps run B needs to reach run A's final value, linearly interpolated between logged points,
 divided into run A's last step."""
 

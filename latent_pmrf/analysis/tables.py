@@ -30,6 +30,7 @@ class Column:
     part: str  # "reconstruction" | "restoration"
     better: str | None  # "higher" | "lower" | None (no arrow printed)
     digits: int | None  # printed decimals; None: a text column kept as printed ("159.8 + 15.7")
+    source: str | None = None  # where the metric variant was read off the official code
 
     def format(self, value: float | str) -> str:
         if self.digits is None:
@@ -77,7 +78,8 @@ def _get(mapping: object, key: str, types: type | tuple[type, ...], where: str, 
 def _column(raw: object, where: str, path: Path) -> Column:
     column = Column(key=_get(raw, "key", str, where, path), header=_get(raw, "header", str, where, path),
                     part=_get(raw, "part", str, where, path), better=_get(raw, "better", str, where, path, True),
-                    digits=_get(raw, "digits", int, where, path, True))
+                    digits=_get(raw, "digits", int, where, path, True),
+                    source=_get(raw, "source", str, where, path, True) if "source" in raw else None)
     if column.part not in PARTS:
         raise ValueError(f"{path}: {where}.part must be one of {', '.join(PARTS)}, got {column.part!r}")
     if column.better not in ARROWS:
@@ -132,14 +134,23 @@ def paper_table(number: int, path: str | Path = DATA_FILE) -> PaperTable:
 
 
 def read_results(path: str | Path) -> dict[str, dict[str, str]]:
-    """Rows of a results CSV (``latent-pmrf evaluate``) by their ``method`` label."""
+    """Rows of a results CSV (``latent-pmrf evaluate``) by their ``method`` label. A column of a
+    retired metric name (``lpips``, written before LPIPS named its net) is an error saying which
+    names replace it, never read as one of them."""
+    from ..metrics.registry import RETIRED
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"results CSV not found: {path}")
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        if "method" not in (reader.fieldnames or []):
-            raise ValueError(f"{path}: no 'method' column (columns: {', '.join(reader.fieldnames or [])})")
+        columns = reader.fieldnames or []
+        if "method" not in columns:
+            raise ValueError(f"{path}: no 'method' column (columns: {', '.join(columns)})")
+        retired = [c for c in columns if c in RETIRED]
+        if retired:
+            raise ValueError(f"{path}: column {RETIRED[retired[0]]}; rename the column to the net that produced "
+                             "it, or re-run `latent-pmrf evaluate`")
         return {row["method"]: row for row in reader}
 
 

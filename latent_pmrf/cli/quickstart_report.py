@@ -31,7 +31,7 @@ EULER_STEPS = (1, 5, 25)
 CROP = 256
 QUICKSTART_METRICS = [m for m in METRICS if m != "qalign"]
 # y axis of the PD plane: the first perceptual metric that could be computed
-PERCEPTION_AXIS = ("fid", "fd_dinov2", "mmd_dinov2", "dists", "lpips", "piqe")
+PERCEPTION_AXIS = ("fid", "fd_dinov2", "mmd_dinov2", "dists", "lpips_alex", "lpips_vgg", "piqe")
 
 
 def _eval_set(photo: Path, degradation: dict, folder: Path) -> tuple[Path, Path]:

@@ -3,6 +3,6 @@
 the registry by name (``registry``) and the folder evaluation behind ``latent-pmrf evaluate``."""
 
 from .distortion import psnr, ssim
-from .formulas import frechet_distance, ind_rmse, mmd_rbf
+from .formulas import frechet_distance, ind_rmse, ind_rmse_per_image, mmd_rbf
 
-__all__ = ["frechet_distance", "ind_rmse", "mmd_rbf", "psnr", "ssim"]
+__all__ = ["frechet_distance", "ind_rmse", "ind_rmse_per_image", "mmd_rbf", "psnr", "ssim"]

@@ -5,7 +5,8 @@ Two shapes cover every metric of the paper's Sec. 4.1 / Table 4:
 * :class:`ImageMetric`: one value per image, from the restored image alone (no-reference: MUSIQ,
   CLIP-IQA, Q-Align, NIQE) or against a reference image (the ground truth for PSNR, SSIM, MS-SSIM,
   LPIPS, DISTS, Deg, LMD; the posterior-mean output for IndRMSE). ``aggregate`` turns the
-  per-image values into the table's number (a mean, except IndRMSE's root of the mean MSE).
+  per-image values into the table's number (a mean, except PMRF's ``ind_rmse``: the root of the
+  mean MSE).
 * :class:`FeatureMetric`: a distance between two image *sets* computed from per-image features
   (FID, FD-DINOv2, MMD-DINOv2); ``features`` embeds a batch, ``distance`` compares two feature sets.
 

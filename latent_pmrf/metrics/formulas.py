@@ -1,5 +1,6 @@
-"""The metric formulas that are ours rather than a library's (paper Sec. 5.1, Tables 4-5):
-Fréchet distance (FID, FD-DINOv2), the RBF-kernel MMD of MMD-DINOv2, and IndRMSE."""
+"""The metric formulas that are ours rather than a library's (paper Sec. 4.1, Table 4, Fig. 5):
+Fréchet distance (FID, FD-DINOv2), the RBF-kernel MMD of MMD-DINOv2, and IndRMSE in its two
+aggregations (PMRF's and the official Latent-PMRF code's)."""
 
 from __future__ import annotations
 
@@ -56,12 +57,22 @@ def _to_255(images) -> np.ndarray:
     return arr * 255.0
 
 
-def ind_rmse(restored, posterior_mean) -> float:
-    """sqrt(mean over images of MSE on 0-255 between each restored image and its posterior mean)
-    (PMRF's IndRMSE: the distortion the flow adds on top of f(y)). Inputs: uint8 or [0, 1] float
-    batches (N, ...), the same shape."""
+def _per_image_mse(restored, posterior_mean) -> np.ndarray:
     a, b = _to_255(restored), _to_255(posterior_mean)
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
-    per_image = ((a - b) ** 2).reshape(a.shape[0], -1).mean(axis=1)
-    return float(np.sqrt(per_image.mean()))
+    return ((a - b) ** 2).reshape(a.shape[0], -1).mean(axis=1)
+
+
+def ind_rmse(restored, posterior_mean) -> float:
+    """PMRF's IndRMSE: sqrt(mean over images of the MSE on 0-255 between each restored image and its
+    posterior mean) (the distortion the flow adds on top of f(y)). Inputs: uint8 or [0, 1] float
+    batches (N, ...), the same shape."""
+    return float(np.sqrt(_per_image_mse(restored, posterior_mean).mean()))
+
+
+def ind_rmse_per_image(restored, posterior_mean) -> float:
+    """The official Latent-PMRF IndRMSE (Fig. 5): mean over images of each image's RMSE on 0-255
+    against its posterior mean (the official code works on [0, 1]: its value is this / 255).
+    Inputs as :func:`ind_rmse`; never larger than it."""
+    return float(np.sqrt(_per_image_mse(restored, posterior_mean)).mean())

@@ -1,5 +1,8 @@
-"""Per-image metrics wrapped from well-kept libraries, never rewritten: LPIPS from ``lpips``
-(PMRF's evaluation: VGG trunk, inputs in [-1, 1]; AlexNet as an option) and, from pyiqa,
+"""Per-image metrics wrapped from well-kept libraries, never rewritten: LPIPS v0.1 from ``lpips``
+(inputs in [-1, 1]) in both trunks, each under its own name (``LPIPS_METRICS``): ``lpips_alex``
+is what ``pyiqa.create_metric('lpips')`` computes (pyiqa's default net is AlexNet), the official
+Latent-PMRF evaluation behind the paper's tables; ``lpips_vgg`` is PMRF's own evaluation
+(``evaluation/calculate_lpips.py``: ``lpips.LPIPS(net='vgg')``). From pyiqa,
 MS-SSIM, DISTS, MUSIQ, CLIP-IQA, Q-Align and NIQE with pyiqa's default settings (plus PIQE, a
 weight-free no-reference index that is not in the paper, so an offline run has one perceptual axis).
 
@@ -17,17 +20,26 @@ from ..losses.lpips_net import build_lpips
 from ..weights import require
 from .base import ImageMetric, MetricInfo
 
+# our name -> (LPIPS trunk, weight key of the trunk, whose evaluation uses it)
+LPIPS_METRICS = {
+    "lpips_alex": ("alex", "alexnet", "pyiqa.create_metric('lpips') default; the paper's tables"),
+    "lpips_vgg": ("vgg", "vgg16", "PMRF's evaluation, lpips.LPIPS(net='vgg')"),
+}
 
-def lpips_info(net: str) -> MetricInfo:
-    return MetricInfo("lpips" if net == "vgg" else f"lpips_{net}", "gt", False,
-                      ("vgg16",) if net == "vgg" else ("alexnet",),
-                      f"LPIPS v0.1 ({net} trunk, lpips package heads), inputs in [-1, 1]")
+
+def lpips_info(name: str) -> MetricInfo:
+    net, weight_key, used_by = LPIPS_METRICS[name]
+    return MetricInfo(name, "gt", False, (weight_key,),
+                      f"LPIPS v0.1, {net} trunk (lpips package heads), inputs in [-1, 1]: {used_by}")
 
 
 class LPIPS(ImageMetric):
-    def __init__(self, net: str = "vgg", device: str | torch.device = "cpu", model: torch.nn.Module | None = None):
-        self.info = lpips_info(net)
-        self.model = (model if model is not None else build_lpips(net)).to(device)
+    """LPIPS by our metric name (``lpips_alex`` / ``lpips_vgg``); ``model`` replaces the pretrained
+    network (tests pass one with an untrained trunk)."""
+
+    def __init__(self, name: str, device: str | torch.device = "cpu", model: torch.nn.Module | None = None):
+        self.info = lpips_info(name)
+        self.model = (model if model is not None else build_lpips(LPIPS_METRICS[name][0])).to(device)
         self.device = device
 
     @torch.no_grad()

@@ -1,6 +1,8 @@
 """Metric names -> builders, grouped as in the paper's Sec. 4.1 (Table 4's columns, plus SSIM,
-CLIP-IQA, NIQE, IndRMSE and LPIPS-Alex). ``build_metric`` raises ``MissingWeightsError`` (naming
-the file and folder) before touching a network whose weights are absent."""
+CLIP-IQA, NIQE, LPIPS-VGG and both IndRMSE aggregations). A metric with variants names the
+variant: ``lpips_alex`` / ``lpips_vgg``, ``ind_rmse`` / ``ind_rmse_per_image``; there is no bare
+``lpips``. ``build_metrics`` raises ``MissingWeightsError`` (naming the file and folder) before
+touching a network whose weights are absent."""
 
 from __future__ import annotations
 
@@ -11,37 +13,53 @@ from .base import FeatureMetric, ImageMetric, MetricInfo
 
 GROUPS = {
     "fidelity": ("psnr", "ssim", "ms_ssim", "deg", "lmd"),
-    "perceptual_similarity": ("lpips", "lpips_alex", "dists"),
+    "perceptual_similarity": ("lpips_alex", "lpips_vgg", "dists"),
     "no_reference": ("musiq", "clipiqa", "qalign", "niqe", "piqe"),
     "statistical_distance": ("fid", "fd_dinov2", "mmd_dinov2"),
-    "posterior_mean": ("ind_rmse",),
+    "posterior_mean": ("ind_rmse", "ind_rmse_per_image"),
 }
 METRICS = tuple(name for group in GROUPS.values() for name in group)
-TABLE4_METRICS = ("psnr", "ms_ssim", "lpips", "dists", "deg", "lmd", "musiq", "qalign", "fid", "fd_dinov2",
+# Table 4's metric columns, as in analysis/paper_tables.yaml (LPIPS: pyiqa's default, AlexNet)
+TABLE4_METRICS = ("psnr", "ms_ssim", "lpips_alex", "dists", "deg", "lmd", "musiq", "qalign", "fid", "fd_dinov2",
                   "mmd_dinov2")
+# names that no longer exist -> why, so an old command or results file fails with a pointer
+RETIRED = {"lpips": "'lpips' is ambiguous: use lpips_alex (pyiqa's default, the paper's tables) "
+                    "or lpips_vgg (PMRF's evaluation; what this repo's 'lpips' used to be)"}
+_PIXEL = ("psnr", "ssim", "ind_rmse", "ind_rmse_per_image")
+
+
+def _unknown_metrics_error(names: list[str]) -> ValueError:
+    hints = "".join(f"; {RETIRED[n]}" for n in names if n in RETIRED)
+    return ValueError(f"unknown metric(s) {', '.join(names)}{hints}; known: {', '.join(METRICS)}")
+
+
+def _pixel_metric(name: str):
+    from . import pixel
+
+    return {"psnr": pixel.PSNR, "ssim": pixel.SSIM, "ind_rmse": pixel.IndRMSE,
+            "ind_rmse_per_image": pixel.IndRMSEPerImage}[name]
 
 
 def metric_info(name: str) -> MetricInfo:
     """The info of a metric without building it (no weights needed)."""
-    if name in ("psnr", "ssim", "ind_rmse"):
-        from . import pixel
-
-        return {"psnr": pixel.PSNR, "ssim": pixel.SSIM, "ind_rmse": pixel.IndRMSE}[name].info
+    if name in _PIXEL:
+        return _pixel_metric(name).info
     if name in ("deg", "lmd"):
         from . import face
 
         return (face.IdentityAngle if name == "deg" else face.LandmarkDistance).info
-    if name in ("lpips", "lpips_alex", "fid", "fd_dinov2", "mmd_dinov2"):
-        from . import distribution, library
+    if name in ("fid", "fd_dinov2", "mmd_dinov2"):
+        from . import distribution
 
-        return {"lpips": library.lpips_info("vgg"), "lpips_alex": library.lpips_info("alex"),
-                "fid": distribution.InceptionFID.info, "fd_dinov2": distribution.dinov2_info("fd"),
+        return {"fid": distribution.InceptionFID.info, "fd_dinov2": distribution.dinov2_info("fd"),
                 "mmd_dinov2": distribution.dinov2_info("mmd")}[name]
     from . import library
 
+    if name in library.LPIPS_METRICS:
+        return library.lpips_info(name)
     if name in library.PYIQA_METRICS:
         return library.pyiqa_info(name)
-    raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
+    raise _unknown_metrics_error([name])
 
 
 def missing_weights(name: str) -> list[str]:
@@ -51,18 +69,18 @@ def missing_weights(name: str) -> list[str]:
 
 def build_metrics(names: list[str], device: str | torch.device = "cpu") -> dict[str, ImageMetric | FeatureMetric]:
     """Pretrained metrics by name; FD- and MMD-DINOv2 share one feature extractor."""
-    from . import distribution, library, pixel
+    from . import distribution, library
 
     unknown = [n for n in names if n not in METRICS]
     if unknown:
-        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRICS)}")
+        raise _unknown_metrics_error(unknown)
     built: dict[str, ImageMetric | FeatureMetric] = {}
     dinov2 = None
     for name in names:
-        if name in ("psnr", "ssim", "ind_rmse"):
-            built[name] = {"psnr": pixel.PSNR, "ssim": pixel.SSIM, "ind_rmse": pixel.IndRMSE}[name]()
-        elif name in ("lpips", "lpips_alex"):
-            built[name] = library.LPIPS("vgg" if name == "lpips" else "alex", device)
+        if name in _PIXEL:
+            built[name] = _pixel_metric(name)()
+        elif name in library.LPIPS_METRICS:
+            built[name] = library.LPIPS(name, device)
         elif name in library.PYIQA_METRICS:
             built[name] = library.PyiqaMetric(name, device)
         elif name in ("deg", "lmd"):
