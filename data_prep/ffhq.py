@@ -1,4 +1,4 @@
-"""FFHQ for training: the 1024×1024 release resized to 512×512 (paper Sec. 5.1: "FFHQ images are
+"""FFHQ for training: the 1024×1024 release resized to 512×512 (paper Sec. 4.1: "FFHQ images are
 resized to 512×512"), a flat folder of 8-bit PNGs keeping the input names (00000.png ...).
 
     python -m data_prep.ffhq --input /data/ffhq/images1024x1024 --out /data/ffhq/ffhq512
@@ -31,7 +31,7 @@ from .common import (BASE_COLUMNS, Job, Result, Summary, build, cli, list_jobs, 
                      positive_int, resize_square, to_uint8, write_png)
 
 SCRIPT = "ffhq"
-SIZE = 512  # paper Sec. 5.1
+SIZE = 512  # paper Sec. 4.1
 
 
 def output_name(key: str) -> tuple[str, ...]:

@@ -1,5 +1,5 @@
 """LSDIR for the Sim-VAE: 512×512 crops with stride 384, kept where Q-Align rates them >= 3.5
-(paper Sec. 5.1: "we crop LSDIR images into 512×512 patches and filter them using Q-Align with a
+(paper Sec. 4.1: "we crop LSDIR images into 512×512 patches and filter them using Q-Align with a
 minimum score threshold of 3.5"; crop 512 and step 384 are in the official config's folder name,
 HR_sub_c512_s384).
 
@@ -46,7 +46,7 @@ from .common import (BASE_COLUMNS, MANIFEST_NAME, DataPrepError, Job, Manifest, 
 SCRIPT = "lsdir"
 COLUMNS = (*BASE_COLUMNS, "top", "left", "num_crops", "qalign", "kept")
 CROP, STEP = 512, 384  # official config: HR_sub_c512_s384
-MIN_SCORE = 3.5  # paper Sec. 5.1
+MIN_SCORE = 3.5  # paper Sec. 4.1
 QALIGN_REPO = "q-future/one-align"  # what pyiqa 0.1.16's QAlign (archs/qalign_arch.py) loads
 
 

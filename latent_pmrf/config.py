@@ -75,9 +75,12 @@ def _replace_at(obj, path: list[str], value):
 
 
 def from_dict(schema: Callable[..., T], data: dict) -> T:
-    """Rebuild a config dataclass from ``to_dict`` output (e.g. a checkpoint's hyperparameters)."""
+    """Rebuild a config dataclass from ``to_dict`` output (e.g. a checkpoint's hyperparameters).
+    A schema with a ``defaults_for(data)`` classmethod picks its defaults from the data (e.g. the
+    velocity-model family of a flow config)."""
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema()), data))
+        defaults = schema.defaults_for(data) if hasattr(schema, "defaults_for") else schema()
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(defaults), data))
     except (OmegaConfBaseException, ValueError, TypeError) as err:
         raise ConfigError(f"stored config does not fit {schema.__name__}: {err}") from err
 

@@ -220,3 +220,31 @@ def test_real_faces_round_trip(faces_dir, tmp_path):
     assert item["gt"].shape == (3, 512, 512)
     np.testing.assert_allclose((item["gt"].permute(1, 2, 0).numpy() + 1) / 2,
                                read_image(sorted(tmp_path.glob("*.png"))[0]), atol=1e-6)
+
+
+def test_validation_on_a_released_lq_folder(tmp_path):
+    from latent_pmrf.lightning.bfr_data import BFRDataModule
+    from latent_pmrf.lightning.restoration_config import BFRDataConfig
+    from latent_pmrf.lightning.vae_config import ImageSourceConfig
+
+    rng = np.random.default_rng(0)
+    pixels = {}
+    for name in ("b", "a/c"):
+        for kind in ("lq", "gt"):
+            (tmp_path / kind / name).parent.mkdir(parents=True, exist_ok=True)
+            pixels[kind, name] = rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)
+            Image.fromarray(pixels[kind, name]).save(tmp_path / kind / f"{name}.{'png' if kind == 'lq' else 'jpg'}",
+                                                     quality=100)
+    cfg = BFRDataConfig(train=[ImageSourceConfig(str(tmp_path / "gt"))], val_dir=str(tmp_path / "gt"),
+                        val_lq_dir=str(tmp_path / "lq"), val_limit=None, crop_size=8, num_workers=0, val_batch_size=1)
+    dm = BFRDataModule(cfg)
+    dm.setup("validate")
+    batches = list(dm.val_dataloader())
+    assert [b["path"][0] for b in batches] == ["a/c", "b"]
+    for batch in batches:
+        name = batch["path"][0]
+        lq = np.round((batch["lq"][0].permute(1, 2, 0).numpy() + 1) * 127.5).astype(np.uint8)  # [-1, 1] -> 8 bit
+        assert batch["lq"].shape == batch["gt"].shape == (1, 3, 16, 24)  # released pairs: no crop
+        np.testing.assert_array_equal(lq, pixels["lq", name])  # exactly the released LQ, not a synthetic one
+    with pytest.raises(ValueError, match="val_lq_dir needs data.val_dir"):
+        BFRDataModule(BFRDataConfig(train=[ImageSourceConfig(str(tmp_path / "gt"))], val_lq_dir=str(tmp_path / "lq")))

@@ -3,11 +3,21 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from latent_pmrf.config import ConfigError, load_config
+from latent_pmrf.config import ConfigError, load_config, to_dict
+from latent_pmrf.lightning.restoration_config import FlowTrainConfig
 from latent_pmrf.lightning.vae_config import VAETrainConfig
+from latent_pmrf.models.baseline_vaes import BASELINE_VAES
+from latent_pmrf.models.velocity import velocity_preset
 from latent_pmrf.models.sim_vae import SimVAEConfig
+from latent_pmrf.models.swinir import SwinIRConfig
 
 VAE_CONFIGS = sorted((REPO / "configs" / "vae").glob("*.yaml"))
+LATENT_PMRF_CONFIGS = sorted((REPO / "configs" / "latent_pmrf").glob("*.yaml"))
+# Latent-PMRF on each VAE of paper Tables 1 and 3 (and Fig. 9): the paper's "f8cN" is the flow's channel count.
+PAPER_VAE_RUNS = {"ffhq512_sd15.yaml": 4, "ffhq512_sdxl.yaml": 4, "ffhq512_flux.yaml": 16,
+                  "ffhq512_sd_vae_c32.yaml": 32, "ffhq512_c16.yaml": 16, "ffhq512_c24.yaml": 24,
+                  "ffhq512_c32.yaml": 32, "ffhq512_c48.yaml": 48}
+BASELINE_VAE_RUNS = ("ffhq512_sd15.yaml", "ffhq512_sdxl.yaml", "ffhq512_flux.yaml")
 
 
 def load(path, overrides=()):
@@ -19,6 +29,42 @@ def test_every_vae_config_loads_and_is_documented(path):
     cfg = load(path)
     assert isinstance(cfg.model, SimVAEConfig)
     assert path.read_text().startswith("#"), f"{path.name} needs a header saying what it reproduces"
+
+
+def load_flow(path, overrides=()):
+    return load_config(FlowTrainConfig, path, list(overrides),
+                       presets={"model": velocity_preset, "posterior_mean.model": SwinIRConfig.preset})
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}"""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+@pytest.mark.parametrize("path", LATENT_PMRF_CONFIGS, ids=lambda p: p.name)
+def test_every_latent_pmrf_config_loads_and_is_documented(path):
+    cfg = load_flow(path)
+    assert cfg.space == "latent" and cfg.model.in_channels == cfg.model.out_channels
+    assert path.read_text().startswith("#"), f"{path.name} needs a header saying what it reproduces"
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_VAE_RUNS))
+def test_vae_comparison_runs_change_only_the_vae_and_its_channels(name):
+    """Tables 1/3 and Fig. 9 compare VAEs under the main run's recipe (ffhq512_c32.yaml)."""
+    path = REPO / "configs" / "latent_pmrf" / name
+    cfg = load_flow(path)
+    assert cfg.model.in_channels == PAPER_VAE_RUNS[name]
+    assert cfg.vae and (cfg.vae in BASELINE_VAES) == (name in BASELINE_VAE_RUNS)
+    assert any(word in path.read_text().splitlines()[0] for word in ("Table", "Fig."))
+    main, this = flatten(to_dict(load_flow(REPO / "configs/latent_pmrf/ffhq512_c32.yaml"))), flatten(to_dict(cfg))
+    allowed = {"vae", "model.in_channels", "model.out_channels", "trainer.output_dir", "convergence.metrics"}
+    assert {k for k in main if main[k] != this[k]} <= allowed
 
 
 def test_paper_run_settings():

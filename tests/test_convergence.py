@@ -20,7 +20,7 @@ from latent_pmrf.lightning.train_restoration import fit_flow
 from latent_pmrf.metrics.distortion import psnr
 from latent_pmrf.metrics.distribution import DINOv2Distance, DINOv2Features
 from latent_pmrf.metrics.pixel import PSNR
-from latent_pmrf.models.hdit import HDiTConfig
+from latent_pmrf.models.velocity import velocity_preset
 from latent_pmrf.models.swinir import SwinIRConfig
 
 from test_restoration_training import TINY_HDIT, TINY_SWINIR, data_overrides, frozen_nets  # noqa: F401
@@ -30,12 +30,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def flow_config(faces_dir, vae_dir, pm_file, out, steps, extra=()):
     overrides = [f"vae={vae_dir}", f"posterior_mean.checkpoint={pm_file}",
-                 *(f"posterior_mean.model.{o}" for o in TINY_SWINIR), TINY_HDIT, "model.mapping_width=32",
+                 *(f"posterior_mean.model.{o}" for o in TINY_SWINIR), "model.preset=hdit_latent_pmrf", TINY_HDIT,
+                 "model.mapping_width=32",
                  "model.in_channels=4", "model.out_channels=4", "val_steps=2", "trainer.val_every_n_steps=100",
                  "convergence.every_n_steps=2", "convergence.euler_steps=2", "convergence.num_images=2", *extra,
                  *data_overrides(faces_dir, out, steps)]
     return load_config(FlowTrainConfig, ROOT / "configs/latent_pmrf/ffhq512_c32.yaml", overrides,
-                       presets={"model": HDiTConfig.preset, "posterior_mean.model": SwinIRConfig.preset})
+                       presets={"model": velocity_preset, "posterior_mean.model": SwinIRConfig.preset})
 
 
 def test_convergence_curve_with_ema_weights_and_resume(faces_dir, tmp_path, frozen_nets):  # noqa: F811

@@ -106,6 +106,7 @@ def test_ddp_ranks_draw_independent_noise_and_disjoint_data(tmp_path):
     overrides = [
         f"vae={tmp_path / 'vae'}", f"posterior_mean.checkpoint={tmp_path / 'pm.pth'}",
         *(f"posterior_mean.model.{k}={v}" for k, v in TINY_SWINIR_CFG.items()),
+        "model.preset=hdit_latent_pmrf",
         "model.levels=[{depth: 1, width: 32, d_head: 16, kernel_size: 3, attention: neighborhood},"
         "{depth: 1, width: 64, d_head: 16, attention: global}]",
         "model.mapping_width=32", "model.in_channels=4", "model.out_channels=4",

@@ -78,3 +78,44 @@ def test_spaces_and_source_sample():
     torch.testing.assert_close(z, (vae.encode(pm.clamp(-1, 1)).mode() - 0.1) * 0.5)
     torch.testing.assert_close(space.decode(z), vae.decode(z / 0.5 + 0.1))
     assert source_sample(space, pm, 0.1, torch.Generator().manual_seed(1)).shape == (2, 4, 8, 8)
+
+
+def test_flow_match_euler_grid_by_hand():
+    # K = 4: σ = linspace(1, 0.001, 4) = 1, 0.667, 0.334, 0.001, then 0; t = 1 - σ.
+    seen, dts = [], []
+    x0 = torch.zeros(2, 1)
+
+    def velocity(x, t):
+        seen.append(t.clone())
+        return torch.ones_like(x)
+
+    out, traj = sample_euler(velocity, x0, steps=4, schedule="flow_match_euler", return_trajectory=True)
+    expected_t = [0.0, 0.333, 0.666, 0.999]
+    for t, e in zip(seen, expected_t):
+        assert t.shape == (2,) and t.dtype == torch.float32
+        torch.testing.assert_close(t, torch.full((2,), e), rtol=0, atol=1e-6)
+    steps = [float((b - a)[0, 0]) for a, b in zip(traj, traj[1:])]
+    assert steps == pytest.approx([0.333, 0.333, 0.333, 0.001], abs=1e-6)
+    torch.testing.assert_close(out, torch.ones(2, 1))
+    # one step: a single full step at t = 0, as the uniform grid
+    seen.clear()
+    sample_euler(velocity, x0, steps=1, schedule="flow_match_euler")
+    assert seen[0].tolist() == [0.0, 0.0]
+
+
+def test_flow_match_euler_grid_equals_diffusers_scheduler():
+    diffusers = pytest.importorskip("diffusers")
+    from latent_pmrf.flow.sampler import time_grid
+
+    for k in (1, 5, 25):
+        scheduler = diffusers.FlowMatchEulerDiscreteScheduler()  # shift 1, 1000 training timesteps
+        scheduler.set_timesteps(k)
+        torch.testing.assert_close(time_grid(k, "flow_match_euler").float(), 1 - scheduler.sigmas.float(),
+                                   rtol=0, atol=1e-6)
+        torch.testing.assert_close(scheduler.timesteps.float() / 1000, 1 - time_grid(k, "flow_match_euler")[:-1].float(),
+                                   rtol=0, atol=1e-6)
+
+
+def test_unknown_schedule_rejected():
+    with pytest.raises(ValueError, match="flow_match_euler"):
+        sample_euler(lambda x, t: x, torch.zeros(1, 1), steps=2, schedule="heun")

@@ -213,3 +213,24 @@ def test_wrong_files_are_clear_errors(tmp_path):
     torch.save({"state_dict": pmrf_state_dict(velocity, posterior_mean), "ema": {"shadow_params": []}}, training_ckpt)
     with pytest.raises(ValueError, match="EMA weights are stored apart"):
         load_pmrf_release(training_ckpt, **configs)
+
+
+def test_restore_runs_pmrf_release_as_pmrf_samples(tmp_path):
+    """Table 4's PMRF row from the released weights: our restore of the imported release equals
+    PMRF's own sampler written out in its [0, 1] space (u0 = clip(f01(y)) + 0.1·ε, K uniform Euler
+    steps of the [0, 1] network), mapped to [-1, 1]."""
+    from latent_pmrf.lightning.flow_module import FlowModule
+
+    velocity, posterior_mean = perturb(HDiT(tiny_hdit()), 1), perturb(SwinIR(tiny_swinir()), 2)
+    path = write_release(tmp_path / "release", velocity, posterior_mean)
+    module = FlowModule.from_pmrf_release(path.parent, velocity_config=tiny_hdit(), posterior_mean_config=tiny_swinir())
+    y = torch.rand(1, 3, 32, 32) * 2 - 1
+    restored, _ = module.restore(y, steps=3, generator=torch.Generator().manual_seed(5))
+
+    with torch.no_grad():
+        f01 = ((posterior_mean(y) + 1) / 2).clamp(0, 1)  # PMRF's SwinIR output on [0, 1] images
+        eps = torch.randn(f01.shape, generator=torch.Generator().manual_seed(5))
+        u = f01 + 0.1 * eps
+        for i in range(3):
+            u = u + velocity(u, torch.full((1,), i / 3)) / 3
+    torch.testing.assert_close(restored, (2 * u - 1).clamp(-1, 1), rtol=0, atol=1e-5)

@@ -56,7 +56,9 @@ def test_flow_training_resume_and_restore(faces_dir, tmp_path, frozen_nets, spac
     config = ROOT / ("configs/latent_pmrf/ffhq512_c32.yaml" if space == "latent" else "configs/pmrf/pixel_ffhq512.yaml")
     channels = 4 if space == "latent" else 3
     overrides = [f"vae={vae_dir}", f"posterior_mean.checkpoint={pm_file}",
-                 *(f"posterior_mean.model.{o}" for o in TINY_SWINIR), TINY_HDIT, "model.mapping_width=32",
+                 *(f"posterior_mean.model.{o}" for o in TINY_SWINIR),
+                 f"model.preset={'hdit_latent_pmrf' if space == 'latent' else 'hdit_pmrf'}", TINY_HDIT,
+                 "model.mapping_width=32",
                  f"model.in_channels={channels}", f"model.out_channels={channels}", "val_steps=2"]
     if space == "pixel":
         overrides += ["model.patch_size=2"]
@@ -86,7 +88,8 @@ def test_restore_cli_on_faces_gray_odd_sized_and_corrupt(faces_dir, tmp_path, fr
     vae_dir, pm_file = frozen_nets
     out = tmp_path / "run"
     main(["train", str(ROOT / "configs/latent_pmrf/ffhq512_c32.yaml"), f"vae={vae_dir}",
-          f"posterior_mean.checkpoint={pm_file}", *(f"posterior_mean.model.{o}" for o in TINY_SWINIR), TINY_HDIT,
+          f"posterior_mean.checkpoint={pm_file}", *(f"posterior_mean.model.{o}" for o in TINY_SWINIR),
+          "model.preset=hdit_latent_pmrf", TINY_HDIT,
           "model.mapping_width=32", "model.in_channels=4", "model.out_channels=4", "val_steps=2",
           *data_overrides(faces_dir, out, 1)])
     inputs = tmp_path / "in"
@@ -106,3 +109,21 @@ def test_restore_cli_on_faces_gray_odd_sized_and_corrupt(faces_dir, tmp_path, fr
     first = (result / "restored" / "face.png").read_bytes()
     main([*args, "--batch-size", "1"])  # same seed, other batching: same pixels
     assert (result / "restored" / "face.png").read_bytes() == first
+
+
+def test_official_velocity_net_trains_and_restores_from_its_checkpoint(faces_dir, tmp_path, frozen_nets):
+    """The paper config's own velocity family (LooUFormer), shrunk: train, then rebuild from the
+    checkpoint alone (the stored config names its family)."""
+    vae_dir, pm_file = frozen_nets
+    out = tmp_path / "official_run"
+    main(["train", str(ROOT / "configs/latent_pmrf/ffhq512_c32.yaml"), f"vae={vae_dir}",
+          f"posterior_mean.checkpoint={pm_file}", *(f"posterior_mean.model.{o}" for o in TINY_SWINIR),
+          "model.levels=[{depth: 1, width: 32, head_dim: 16, kernel_size: 3, attention: neighborhood},"
+          "{depth: 1, width: 64, head_dim: 16, attention: global}]",
+          "model.time_embed_dim=32", "model.in_channels=4", "model.out_channels=4", "val_steps=2",
+          *data_overrides(faces_dir, out, 2)])
+    module = FlowModule.from_checkpoint(last_checkpoint(out))
+    assert type(module.velocity).__name__ == "LooUFormer" and module.cfg.sampler == "flow_match_euler"
+    lq = torch.rand(1, 3, 64, 64) * 2 - 1
+    restored, _ = module.restore(lq, steps=2, generator=torch.Generator().manual_seed(0))
+    assert restored.shape == lq.shape and torch.isfinite(restored).all()

@@ -257,3 +257,15 @@ def test_unknown_config_key_is_named(tmp_path):
     (tmp_path / CONFIG_NAME).write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="mid_block_type"):
         SimVAE.from_config_file(tmp_path / CONFIG_NAME)
+
+
+def test_mid_attention_ablation_has_sd_vaes_mid_block():
+    """Table 2 "- 3×3 conv": SD-VAE's mid block (ResBlock, attention, ResBlock), as diffusers'
+    AutoencoderKL builds it, in place of Sim-VAE's three ResBlocks."""
+    diffusers = pytest.importorskip("diffusers")
+    sd = diffusers.AutoencoderKL(block_out_channels=(32, 32), latent_channels=4, norm_num_groups=32)
+    ours = SimVAE(SimVAEConfig.preset("sim_vae_c32_mid_attention", block_out_channels=[32, 32]))
+    for side in ("encoder", "decoder"):
+        theirs, mine = getattr(sd, side).mid_block, getattr(ours, side).mid_block
+        assert len(mine.resnets) == len(theirs.resnets) == 2
+        assert len(mine.attentions) == len(theirs.attentions) == 1

@@ -16,14 +16,14 @@ def _train(args: argparse.Namespace) -> None:
     from ..lightning.train_restoration import fit_flow, fit_posterior_mean
     from ..lightning.train_vae import fit_vae
     from ..lightning.vae_config import VAETrainConfig
-    from ..models.hdit import HDiTConfig
+    from ..models.velocity import velocity_preset
     from ..models.sim_vae import SimVAEConfig
     from ..models.swinir import SwinIRConfig
 
     tasks = {
         "vae": (VAETrainConfig, SimVAEConfig.preset, fit_vae),
         "posterior_mean": (PosteriorMeanTrainConfig, SwinIRConfig.preset, fit_posterior_mean),
-        "flow": (FlowTrainConfig, {"model": HDiTConfig.preset, "posterior_mean.model": SwinIRConfig.preset},
+        "flow": (FlowTrainConfig, {"model": velocity_preset, "posterior_mean.model": SwinIRConfig.preset},
                  fit_flow),
     }
     from omegaconf import OmegaConf
@@ -70,7 +70,17 @@ def _restore(args: argparse.Namespace) -> None:
     from .restore import restore
 
     summary = restore(args.ckpt, args.input, args.output, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
-                      device=args.device, save_posterior_mean=args.save_posterior_mean, console=console)
+                      device=args.device, save_posterior_mean=args.save_posterior_mean, console=console,
+                      sampler=args.sampler)
+    if summary.failed and not summary.written:
+        sys.exit(1)
+
+
+def _reconstruct(args: argparse.Namespace) -> None:
+    from .reconstruct import reconstruct
+
+    summary = reconstruct(args.vae, args.input, args.output, batch_size=args.batch_size, device=args.device,
+                          quantize=args.quantize, console=console)
     if summary.failed and not summary.written:
         sys.exit(1)
 
@@ -120,6 +130,20 @@ def _weights_check(args: argparse.Namespace) -> None:
     Console(width=200).print(table)
     missing = [r["key"] for r in rows if r["present"] != "yes"]
     console.print(f"{len(rows) - len(missing)} of {len(rows)} present" + (f"; missing: {', '.join(missing)}" if missing else ""))
+
+
+def _model_info(args: argparse.Namespace) -> None:
+    import json
+
+    from ..analysis.model_info import model_info
+
+    info = model_info(args.preset, args.resolution)
+    if args.json:
+        print(json.dumps(info.as_dict()))
+        return
+    console.print(f"{info.preset} ({info.family}): {info.parameters / 1e6:.2f} M parameters "
+                  f"({info.trainable_parameters:,} trainable), {info.gflops:.1f} GFLOPs per forward "
+                  f"on input {tuple(info.input_shape)}")
 
 
 def _table(args: argparse.Namespace) -> None:
@@ -173,7 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_degrade_preview)
 
     p = sub.add_parser("restore", help="restore a face image or a folder with a trained (latent) PMRF checkpoint")
-    p.add_argument("--ckpt", required=True, help="flow training checkpoint (.ckpt; EMA weights are used)")
+    p.add_argument("--ckpt", required=True,
+                   help="flow training checkpoint (.ckpt; EMA weights are used), or the folder of PMRF's released "
+                        "model (ohayonguy/PMRF_blind_face_image_restoration: model.safetensors + config.json)")
     p.add_argument("--input", required=True, help="image file or folder (searched recursively)")
     p.add_argument("--output", required=True, help="writes OUTPUT/restored/ (and OUTPUT/posterior_mean/)")
     p.add_argument("--steps", type=int, default=25, help="Euler steps (paper: 25)")
@@ -181,7 +207,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
     p.add_argument("--save-posterior-mean", action="store_true", help="also write f(y), needed for IndRMSE")
+    p.add_argument("--sampler", choices=["uniform", "flow_match_euler"],
+                   help="Euler time grid (default: the checkpoint's `sampler`): uniform (PMRF) or the official "
+                        "pipeline's FlowMatchEulerDiscreteScheduler grid")
     p.set_defaults(func=_restore)
+
+    p = sub.add_parser("reconstruct", help="a VAE's reconstructions (posterior mode) of a folder, for Tables 1-3")
+    p.add_argument("--vae", required=True,
+                   help="Sim-VAE snapshot or diffusers AutoencoderKL directory, HF repo id, or one of "
+                        + "|".join(_baseline_vae_names()))
+    p.add_argument("--input", required=True, help="image file or folder (searched recursively)")
+    p.add_argument("--output", required=True, help="writes OUTPUT/<relative path>.png, the input sizes")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--quantize", choices=["floor", "round"], default="floor",
+                   help="8-bit levels: floor as the official test_vae.py (paper numbers), or round")
+    p.set_defaults(func=_reconstruct)
 
     p = sub.add_parser("plot-convergence", help="metric vs training step for runs, with the speed-up over the first")
     p.add_argument("runs", nargs="+", help="run directories (csv/version_*/metrics.csv) or CSV files; first = baseline")
@@ -203,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred", required=True, help="restored images (searched recursively)")
     p.add_argument("--gt", help="ground truth, same relative file names (any image extension)")
     p.add_argument("--posterior-mean", help="posterior-mean outputs f(y), same file names (for ind_rmse)")
-    p.add_argument("--metrics", default="psnr,ssim,ms_ssim,lpips,dists,deg,lmd,musiq,qalign,fid,fd_dinov2,mmd_dinov2",
+    p.add_argument("--metrics", default="psnr,ssim,ms_ssim,lpips_alex,dists,deg,lmd,musiq,qalign,fid,fd_dinov2,mmd_dinov2",
                    help="comma-separated; known: " + ", ".join(_metric_names()))
     p.add_argument("--reference", help="image set for fid / fd_dinov2 / mmd_dinov2 (default: --gt); features cached")
     p.add_argument("--fid-stats", choices=["ffhq"], help="FID against clean-fid's FFHQ-70k 512² statistics")
@@ -218,6 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("weights", help="pretrained files: `weights check` lists where each is expected and if present")
     p.add_argument("action", choices=["check"])
     p.set_defaults(func=_weights_check)
+
+    p = sub.add_parser("model-info", help="parameters and forward GFLOPs of a model preset (Table 4's #Params)")
+    p.add_argument("preset", help="a Sim-VAE, SwinIR, HDiT or LooUFormer preset, e.g. latent_pmrf_official")
+    p.add_argument("--resolution", type=int, default=512, help="image side (velocity nets on latents: side / 8)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_model_info)
 
     p = sub.add_parser("table", help="a paper table (1-4) with our numbers beside the published ones (.md + .csv)")
     p.add_argument("number", type=int, choices=[1, 2, 3, 4], help="paper table")
@@ -248,6 +295,12 @@ def _metric_names() -> tuple[str, ...]:
     from ..metrics.registry import METRICS
 
     return METRICS
+
+
+def _baseline_vae_names() -> tuple[str, ...]:
+    from ..models.baseline_vaes import BASELINE_VAES
+
+    return tuple(BASELINE_VAES)
 
 
 def _cuda() -> bool:

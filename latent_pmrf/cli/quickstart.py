@@ -121,7 +121,7 @@ def run_quickstart(out: str | Path, max_steps: int = 600, restoration_steps: int
         skipped["perceptual_loss"] = f"{VGG19_WEIGHTS_FILE} not in {torch.hub.get_dir()}/checkpoints: trained with L1 + KL only"
     use_lpips = _hub_file_present(LPIPS_TRUNK_FILES["vgg"])
     if not use_lpips:
-        skipped["lpips"] = f"{LPIPS_TRUNK_FILES['vgg']} not in {torch.hub.get_dir()}/checkpoints"
+        skipped["validation LPIPS-VGG"] = f"{LPIPS_TRUNK_FILES['vgg']} not in {torch.hub.get_dir()}/checkpoints"
     for what, why in skipped.items():
         console.print(f"[yellow]note[/yellow]: {what} skipped: {why}")
 
@@ -146,7 +146,7 @@ def run_quickstart(out: str | Path, max_steps: int = 600, restoration_steps: int
     # Posterior mean, then the latent flow on top of the exported VAE and that posterior mean.
     from ..lightning.restoration_config import FlowTrainConfig, PosteriorMeanTrainConfig
     from ..lightning.train_restoration import fit_flow, fit_posterior_mean
-    from ..models.hdit import HDiTConfig
+    from ..models.velocity import velocity_preset
     from ..models.swinir import SwinIRConfig
 
     data = [f"data.train=[{{root: {train_dir}}}]", f"data.val_dir={val_dir}",
@@ -158,7 +158,7 @@ def run_quickstart(out: str | Path, max_steps: int = 600, restoration_steps: int
     flow_cfg = load_config(FlowTrainConfig, CONFIGS / "latent_pmrf" / "quickstart.yaml",
                            [*data, f"trainer.output_dir={out / 'latent_pmrf'}", f"vae={export_dir}",
                             f"posterior_mean.checkpoint={last_checkpoint(pm_run)}"],
-                           presets={"model": HDiTConfig.preset, "posterior_mean.model": SwinIRConfig.preset})
+                           presets={"model": velocity_preset, "posterior_mean.model": SwinIRConfig.preset})
     flow_run = fit_flow(flow_cfg)
     restoration = _restore_held_out(out, val_dir, flow_run)
     report = evaluate_quickstart(out, val_dir / (Path(HELD_OUT).stem + ".png"), flow_run,

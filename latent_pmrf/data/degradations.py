@@ -1,4 +1,4 @@
-"""The synthetic blind face degradation of DifFace / PMRF / Latent-PMRF (paper Sec. 5.1).
+"""The synthetic blind face degradation of DifFace / PMRF / Latent-PMRF (paper Sec. 4.1).
 
     y = { [ (x_hflip ⊛ k_σ) ↓_s + n_δ ]_JPEG_q } ↑_s ,  then gray with prob. 0.01, 8-bit rounding
 

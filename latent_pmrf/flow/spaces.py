@@ -1,4 +1,4 @@
-"""Where the flow runs: Sim-VAE latent space (Latent-PMRF) or pixel space (PMRF).
+"""Where the flow runs: a VAE's latent space (Latent-PMRF) or pixel space (PMRF).
 
 Both map an image in [-1, 1] to the flow's space and back, and build the source sample
 Z0 = E(clip(f(y), -1, 1)) + σ_s·ε (latent) or f(y) + σ_s·ε (pixel), paper Sec. 3.1 / Fig. 2.
@@ -6,8 +6,13 @@ Z0 = E(clip(f(y), -1, 1)) + σ_s·ε (latent) or f(y) + σ_s·ε (pixel), paper 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from ..models.autoencoder import Autoencoder
 
 
 class PixelSpace(nn.Module):
@@ -26,16 +31,20 @@ class PixelSpace(nn.Module):
 class LatentSpace(nn.Module):
     """A frozen VAE: z = (E(x) - shift_factor) · scaling_factor, x = D(z / scaling_factor + shift_factor).
 
+    Any ``Autoencoder`` (Sim-VAE, or a diffusers AutoencoderKL such as SD1.5/SDXL/FLUX/SD3).
     ``sample_posterior=True`` encodes with a posterior sample, as the official pipeline does;
     False uses the posterior mean. The VAE is kept in eval mode and never receives gradients.
     """
 
-    scale_factor = 8
-
-    def __init__(self, vae: nn.Module, sample_posterior: bool = True):
+    def __init__(self, vae: Autoencoder, sample_posterior: bool = True):
         super().__init__()
         self.vae = vae.eval().requires_grad_(False)
         self.sample_posterior = sample_posterior
+
+    @property
+    def scale_factor(self) -> int:
+        """Image side / latent side: the VAE's downsampling factor (8 for every VAE of the paper)."""
+        return self.vae.downsample_factor
 
     def train(self, mode: bool = True) -> LatentSpace:  # the VAE stays frozen in eval mode
         return super().train(False)

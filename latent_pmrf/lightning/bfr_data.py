@@ -1,12 +1,13 @@
 """DataModule for restoration training: HQ folders with LQ synthesised on the fly (seeded per
-(seed, epoch, index) through ``EpochIndexSampler``), validation LQ fixed per index."""
+(seed, epoch, index) through ``EpochIndexSampler``); validation LQ fixed per index, or a released
+LQ folder paired by name (``data.val_lq_dir``)."""
 
 from __future__ import annotations
 
 import lightning as L
 from torch.utils.data import DataLoader
 
-from ..data.bfr_datasets import PairedOnlineDataset
+from ..data.bfr_datasets import PairedFolderDataset, PairedOnlineDataset
 from ..data.degradations import BFRDegradation
 from ..data.samplers import EpochIndexSampler
 from .restoration_config import BFRDataConfig
@@ -19,6 +20,8 @@ class BFRDataModule(L.LightningDataModule):
         super().__init__()
         if not cfg.train:
             raise ValueError("data.train lists no HQ image folders: add at least one {root: DIR}")
+        if cfg.val_lq_dir and not cfg.val_dir:
+            raise ValueError("data.val_lq_dir needs data.val_dir (the ground truth it is paired with)")
         self.cfg = cfg
         self.degradation = BFRDegradation.from_dict(dict(cfg.degradation))
 
@@ -26,8 +29,13 @@ class BFRDataModule(L.LightningDataModule):
         c = self.cfg
         self.train_set = PairedOnlineDataset([(s.root, s.limit) for s in c.train], self.degradation, c.crop_size,
                                              seed=c.seed, train=True, on_read_error=c.on_read_error)
-        self.val_set = (PairedOnlineDataset([(c.val_dir, c.val_limit)], self.degradation, c.crop_size, seed=c.seed,
-                                            train=False) if c.val_dir else None)
+        if c.val_lq_dir:
+            self.val_set = PairedFolderDataset(c.val_lq_dir, c.val_dir, limit=c.val_limit)
+        elif c.val_dir:
+            self.val_set = PairedOnlineDataset([(c.val_dir, c.val_limit)], self.degradation, c.crop_size, seed=c.seed,
+                                               train=False)
+        else:
+            self.val_set = None
 
     def train_dataloader(self) -> DataLoader:
         c = self.cfg

@@ -1,4 +1,4 @@
-"""One LightningModule for Latent-PMRF (flow in Sim-VAE latent space) and PMRF (pixel space).
+"""One LightningModule for Latent-PMRF (flow in a VAE's latent space) and PMRF (pixel space).
 
 Training (paper Fig. 2, Eqs. 2-3): Z0 = space(clip(f(y))) + σ_s·ε, X1 = space(x),
 x_t = t·X1 + (1-t)·Z0 with t stratified over the global batch, loss ‖v(x_t, t) - (X1 - Z0)‖².
@@ -15,10 +15,9 @@ import torch
 
 from ..config import from_dict, to_dict
 from ..flow import LatentSpace, PixelSpace, flow_matching_loss, sample_euler, source_sample, stratified_uniform
-from ..models.hdit import HDiT
-from ..models.sim_vae import SimVAE
+from ..models.autoencoder import autoencoder_config, autoencoder_from_config, load_autoencoder
+from ..models.velocity import build_velocity
 from ..models.swinir import SwinIR, SwinIRConfig, load_swinir_checkpoint
-from ..models.vae_hub import config_from_dict, config_to_dict
 from .data_logging import log_skipped_files
 from .restoration_config import FlowTrainConfig, PosteriorMeanSource
 from .val_images import log_psnr_ssim, save_grid
@@ -51,26 +50,28 @@ class FlowModule(L.LightningModule):
         latent = cfg.space == "latent"
         if frozen_configs is None:
             if latent and not cfg.vae:
-                raise ValueError("space: latent needs `vae`: a Sim-VAE snapshot directory or HF repo id")
+                raise ValueError("space: latent needs `vae`: a Sim-VAE or diffusers AutoencoderKL directory, "
+                                 "a Hugging Face repo id, or sd15|sdxl|flux|sd3")
             pm = load_posterior_mean(cfg.posterior_mean)
-            vae = SimVAE.from_pretrained(cfg.vae) if latent else None
+            vae = load_autoencoder(cfg.vae) if latent else None
         else:
             pm = SwinIR(from_dict(SwinIRConfig, frozen_configs["posterior_mean"]))
-            vae = SimVAE(config_from_dict(frozen_configs["vae"])) if latent else None
+            vae = autoencoder_from_config(frozen_configs["vae"], "frozen_configs.vae") if latent else None
         self.posterior_mean = pm.eval().requires_grad_(False)
         self.space = LatentSpace(vae, cfg.vae_sample_posterior) if latent else PixelSpace()
-        channels = vae.config.latent_channels if latent else 3
+        channels = vae.latent_channels if latent else 3
         if (cfg.model.in_channels, cfg.model.out_channels) != (channels, channels):
-            raise ValueError(f"model.in_channels/out_channels must be {channels} for space: {cfg.space}, got "
+            where = f"the latent channels of vae {cfg.vae}" if latent else "space: pixel"
+            raise ValueError(f"model.in_channels/out_channels must be {channels} ({where}), got "
                              f"{cfg.model.in_channels}/{cfg.model.out_channels}")
-        self.velocity = HDiT(cfg.model)
+        self.velocity = build_velocity(cfg.model)
         self.save_hyperparameters({"config": to_dict(cfg), "frozen_configs": {
-            "posterior_mean": to_dict(pm.config), "vae": config_to_dict(vae.config) if latent else None}})
+            "posterior_mean": to_dict(pm.config), "vae": autoencoder_config(vae) if latent else None}})
         self._val_rows: list[torch.Tensor] | None = None
 
     @property
     def size_multiple(self) -> int:
-        """Image sides must be multiples of this (VAE downsampling × HDiT patch/merges)."""
+        """Image sides must be multiples of this (VAE downsampling × velocity net patch/merges)."""
         return self.space.scale_factor * self.cfg.model.multiple
 
     def train(self, mode: bool = True) -> FlowModule:
@@ -79,11 +80,21 @@ class FlowModule(L.LightningModule):
         return self
 
     # ------------------------------------------------------------------ training
+    def full_precision(self) -> torch.autocast:
+        """The frozen f(y) and VAE run in float32 even inside a bf16-mixed step: their outputs are the
+        flow's source and target, which bf16 would quantise."""
+        return torch.autocast(self.device.type, enabled=False)
+
+    @torch.no_grad()
+    def flow_endpoints(self, lq: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Z0, X1) of Fig. 2: Z0 = space(clip(f(y))) + σ_s·ε, X1 = space(x), in float32."""
+        with self.full_precision():
+            x0 = source_sample(self.space, self.posterior_mean(lq.float()), self.cfg.source_noise_std)
+            return x0, self.space.encode(gt.float())
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         log_skipped_files(self, batch)
-        with torch.no_grad():
-            x0 = source_sample(self.space, self.posterior_mean(batch["lq"]), self.cfg.source_noise_std)
-            x1 = self.space.encode(batch["gt"])
+        x0, x1 = self.flow_endpoints(batch["lq"], batch["gt"])
         t = stratified_uniform(x0.shape[0], self.global_rank, self.trainer.world_size, device=x0.device)
         loss = flow_matching_loss(self.velocity, x0, x1, t)
         self.log("train/loss", loss.detach(), prog_bar=True)
@@ -92,19 +103,24 @@ class FlowModule(L.LightningModule):
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
     def restore(self, lq: torch.Tensor, steps: int = 25,
-                generator: torch.Generator | list[torch.Generator] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                generator: torch.Generator | list[torch.Generator] | None = None,
+                sampler: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(restored, posterior mean), both in [-1, 1]; sides must be multiples of ``size_multiple``.
 
         With one generator per image the result of an image does not depend on its batch.
+        ``sampler``: the Euler time grid (default: the config's ``sampler``).
         """
-        pm = self.posterior_mean(lq).clamp(-1, 1)
         sigma = self.cfg.source_noise_std
-        if isinstance(generator, (list, tuple)):
-            x0 = torch.cat([source_sample(self.space, pm[i : i + 1], sigma, generator=g) for i, g in enumerate(generator)])
-        else:
-            x0 = source_sample(self.space, pm, sigma, generator=generator)
-        x1 = sample_euler(self.velocity, x0, steps)
-        return self.space.decode(x1).clamp(-1, 1), pm
+        with self.full_precision():
+            pm = self.posterior_mean(lq.float()).clamp(-1, 1)
+            if isinstance(generator, (list, tuple)):
+                x0 = torch.cat([source_sample(self.space, pm[i : i + 1], sigma, generator=g)
+                                for i, g in enumerate(generator)])
+            else:
+                x0 = source_sample(self.space, pm, sigma, generator=generator)
+        x1 = sample_euler(self.velocity, x0, steps, schedule=sampler or self.cfg.sampler)
+        with self.full_precision():
+            return self.space.decode(x1.float()).clamp(-1, 1), pm
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         g = torch.Generator(device=self.device).manual_seed(self.cfg.data.seed * 100_003 + batch_idx)
@@ -134,6 +150,25 @@ class FlowModule(L.LightningModule):
         hp = ckpt.get("hyper_parameters", {})
         if "config" not in hp or "frozen_configs" not in hp:
             raise ValueError(f"{path}: not a latent-pmrf flow checkpoint (no hyper_parameters.config/frozen_configs)")
-        module = cls(hp["config"], frozen_configs=hp["frozen_configs"])
+        try:
+            module = cls(hp["config"], frozen_configs=hp["frozen_configs"])
+        except ValueError as err:
+            raise ValueError(f"{path}: cannot rebuild the flow and its frozen nets: {err}") from err
         module.load_state_dict(ckpt["state_dict"], strict=True)
+        return module.eval()
+
+    @classmethod
+    def from_pmrf_release(cls, path: str | Path | None = None, **configs) -> FlowModule:
+        """PMRF's released blind-face model (Table 4's "PMRF" row) as a pixel-space flow: its HDiT
+        behind the [0, 1] -> [-1, 1] velocity conversion, DifFace's SwinIR, σ_s = 0.2, uniform Euler
+        steps (PMRF's sampler). ``configs``: ``velocity_config`` / ``posterior_mean_config`` of
+        ``load_pmrf_release`` (tests use tiny ones)."""
+        from ..models.pmrf_import import load_pmrf_release
+
+        release = load_pmrf_release(path, **configs)
+        cfg = FlowTrainConfig(space="pixel", model=release.velocity.net.config, sampler="uniform",
+                              source_noise_std=release.source_noise_std)
+        module = cls(cfg, frozen_configs={"posterior_mean": to_dict(release.posterior_mean.config), "vae": None})
+        module.posterior_mean = release.posterior_mean.requires_grad_(False)
+        module.velocity = release.velocity
         return module.eval()

@@ -1,6 +1,6 @@
 """Configs of the restoration tasks: the posterior-mean estimator and the (latent or pixel) flow.
 
-Defaults are the paper's (Sec. 5.1) and PMRF's: FFHQ-512 with the DifFace degradation, HDiT,
+Defaults are the paper's (Sec. 4.1) and PMRF's: FFHQ-512 with the DifFace degradation, HDiT,
 AdamW lr 5e-4, betas (0.9, 0.95), weight decay 1e-2, constant lr, EMA 0.9999, bf16-mixed,
 400k steps at global batch 64 (= data.batch_size × devices × num_nodes × accumulation).
 """
@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..models.hdit import HDiTConfig
+from ..models.looformer import LooUFormerConfig
+from ..models.velocity import VELOCITY_FAMILIES, velocity_config_class, velocity_preset
 from ..models.swinir import SwinIRConfig
 from .vae_config import ImageSourceConfig, TrainerConfig
 
@@ -19,6 +21,9 @@ from .vae_config import ImageSourceConfig, TrainerConfig
 class BFRDataConfig:
     train: list[ImageSourceConfig] = field(default_factory=list)  # HQ folders; LQ synthesised on the fly
     val_dir: Optional[str] = None  # HQ folder; its LQ is fixed by (seed, index)
+    # Released LQ images (e.g. CelebA-Test's lq/), paired with val_dir by relative path without
+    # suffix and used as they are (no crop); None: synthesise the LQ with `degradation`.
+    val_lq_dir: Optional[str] = None
     val_limit: Optional[int] = 16
     crop_size: Optional[int] = None  # None: whole images (FFHQ-512 is already 512²)
     degradation: dict[str, Any] = field(default_factory=lambda: {"preset": "difface"})
@@ -76,7 +81,8 @@ class ConvergenceConfig:
     weights and ``metrics`` are computed against its ground truth."""
 
     every_n_steps: int = 0
-    metrics: list[str] = field(default_factory=lambda: ["fid", "dists", "mmd_dinov2"])
+    metrics: list[str] = field(default_factory=lambda: ["fid", "dists", "mmd_dinov2",  # Fig. 1 and 3 curves
+                                                        "lpips_alex", "musiq", "clipiqa"])
     num_images: Optional[int] = None  # the first N images of data.val_dir (not data.val_limit); None = all
     euler_steps: int = 25
     seed: int = 0  # image i uses a generator seeded by (seed, i): the same noise at every point
@@ -102,22 +108,45 @@ class FlowTrainConfig:
 
     task: str = "flow"
     space: str = "latent"  # "latent" | "pixel"
-    vae: Optional[str] = None  # Sim-VAE snapshot directory or HF repo id (latent space)
+    # latent space: a Sim-VAE or diffusers AutoencoderKL directory, an HF repo id, or sd15|sdxl|flux|sd3
+    vae: Optional[str] = None
     vae_sample_posterior: bool = True  # encode with a posterior sample, as the official pipeline
     posterior_mean: PosteriorMeanSource = field(default_factory=PosteriorMeanSource)
-    # σ_s: 0.1 in the normalised latent (official "std0dot1"); pixel PMRF uses 0.1 on [0, 1]
-    # images, i.e. 0.2 on our [-1, 1] images (configs/pmrf/pixel_ffhq512.yaml).
+    # σ_s: 0.1 in the official run ("std0dot1"), in the raw Sim-VAE c32 latent (its release has
+    # no scaling/shift factors); pixel PMRF uses 0.1 on [0, 1] images, i.e. 0.2 on our [-1, 1]
+    # images (configs/pmrf/pixel_ffhq512.yaml).
     source_noise_std: float = 0.1
-    model: HDiTConfig = field(default_factory=lambda: HDiTConfig.preset("hdit_latent_pmrf"))
+    # The velocity net: any family of models/velocity.py, chosen by `model.preset` (default: the
+    # official release's LooUFormer, Table 4's 151.2 M; `hdit_latent_pmrf` is k-diffusion's HDiT).
+    model: Any = field(default_factory=lambda: velocity_preset("latent_pmrf_official"))
     val_steps: int = 50  # Euler steps for validation samples (25 at inference)
+    # Euler time grid of validation, convergence and `restore` (flow/sampler.py): "uniform" (PMRF)
+    # or "flow_match_euler" (the official Latent-PMRF pipeline's diffusers scheduler).
+    sampler: str = "uniform"
     convergence: ConvergenceConfig = field(default_factory=ConvergenceConfig)
     data: BFRDataConfig = field(default_factory=BFRDataConfig)
     optim: RestorationOptimConfig = field(default_factory=RestorationOptimConfig)
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(
         output_dir="runs/latent_pmrf", max_steps=400_000, precision="bf16-mixed"))
 
+    @classmethod
+    def defaults_for(cls, data: dict) -> FlowTrainConfig:
+        """Defaults whose ``model`` is of the family named in ``data`` (a stored config), so that
+        ``config.from_dict`` can merge a LooUFormer or an HDiT config onto them."""
+        family = (data.get("model") or {}).get("family", "hdit")
+        presets = VELOCITY_FAMILIES[family].presets if family in VELOCITY_FAMILIES else {}
+        if not presets:
+            velocity_config_class(family)  # raises, naming the families
+        return cls(model=velocity_preset(next(iter(presets))))
+
     def __post_init__(self) -> None:
         if self.task != "flow":
             raise ValueError(f"task must be 'flow', got {self.task!r}")
         if self.space not in ("latent", "pixel"):
             raise ValueError(f"space must be 'latent' or 'pixel', got {self.space!r}")
+        if not isinstance(self.model, (HDiTConfig, LooUFormerConfig)):
+            raise ValueError(f"model must be a velocity-model config (HDiT or LooUFormer), got {type(self.model).__name__}")
+        from ..flow.sampler import SCHEDULES
+
+        if self.sampler not in SCHEDULES:
+            raise ValueError(f"sampler must be one of {SCHEDULES}, got {self.sampler!r}")

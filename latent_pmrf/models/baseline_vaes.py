@@ -1,12 +1,14 @@
 """Baseline VAEs of paper Table 1 (SD1.5, SDXL, FLUX, SD3), loaded through diffusers.
 
-They expose the same interface as ``SimVAE``: ``encode(x) -> DiagonalGaussian``, ``decode(z)``,
-``normalize_latents`` / ``denormalize_latents`` with the release's ``scaling_factor`` and
-``shift_factor``. diffusers is the ``baselines`` extra: ``pip install -e .[baselines]``.
+``DiffusersVAE`` satisfies the ``Autoencoder`` protocol (``autoencoder.py``) as ``SimVAE`` does:
+``encode(x) -> DiagonalGaussian``, ``decode(z)``, ``normalize_latents`` / ``denormalize_latents`` with
+the release's ``scaling_factor`` and ``shift_factor``. diffusers is the ``baselines`` extra:
+``pip install -e .[baselines]``.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -14,10 +16,13 @@ from torch import nn
 
 from .gaussian import DiagonalGaussian
 
+DIFFUSERS_CLASS = "AutoencoderKL"  # config.json `_class_name` of a diffusers KL autoencoder
+
 # name -> (Hugging Face repo id, subfolder) of the releases the paper compares against.
 BASELINE_VAES = {
     "sd15": ("stable-diffusion-v1-5/stable-diffusion-v1-5", "vae"),  # f8c4
-    "sdxl": ("stabilityai/sdxl-vae", None),  # f8c4
+    # f8c4; the fp16-safe fine-tune of SDXL's VAE, which the official Latent-PMRF test scripts load
+    "sdxl": ("madebyollin/sdxl-vae-fp16-fix", None),
     "flux": ("black-forest-labs/FLUX.1-dev", "vae"),  # f8c16
     "sd3": ("stabilityai/stable-diffusion-3-medium-diffusers", "vae"),  # f8c16
 }
@@ -42,6 +47,20 @@ class DiffusersVAE(nn.Module):
         self.downsample_factor = 2 ** (len(cfg.block_out_channels) - 1)
         self.scaling_factor = cfg.scaling_factor
         self.shift_factor = getattr(cfg, "shift_factor", None)
+
+    def config_dict(self) -> dict:
+        """The architecture as a plain JSON-able dict (``_class_name`` AutoencoderKL): what a flow
+        checkpoint stores to rebuild this VAE without the Hugging Face cache."""
+        raw = {k: v for k, v in self.model.config.items() if not k.startswith("_")}
+        return {"_class_name": DIFFUSERS_CLASS, **json.loads(json.dumps(raw))}  # tuples -> lists
+
+    @classmethod
+    def from_config_dict(cls, raw: dict, source: str = "config") -> DiffusersVAE:
+        """An untrained ``AutoencoderKL`` of the architecture ``config_dict`` wrote (weights come later)."""
+        if raw.get("_class_name") != DIFFUSERS_CLASS:
+            raise ValueError(f"{source}: _class_name is {raw.get('_class_name')!r}; expected {DIFFUSERS_CLASS!r}")
+        model = _diffusers().AutoencoderKL.from_config({k: v for k, v in raw.items() if not k.startswith("_")})
+        return cls(model.eval())
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
         dist = self.model.encode(x).latent_dist

@@ -13,7 +13,7 @@ vector projected into the mapping input. PMRF's HDiT carries it and always feeds
 a learned constant to the mapping input; the ``hdit_pmrf`` preset has it so PMRF's released weights
 load into this model one to one.
 
-Latent-PMRF's options (paper Sec. 5.1): ``patch_size=1``, ``patch_embed="conv"`` (3×3 conv in/out
+Latent-PMRF's options (paper Sec. 4.1): ``patch_size=1``, ``patch_embed="conv"`` (3×3 conv in/out
 instead of a linear patchifier) and depthwise 3×3 convs after the qkv projection and inside the
 feed-forward (``attn_dwconv`` / ``ff_dwconv``; the paper puts them in both).
 """
@@ -59,8 +59,12 @@ class HDiTConfig:
     attn_dwconv: bool = False
     ff_dwconv: bool = False
     aug_cond: bool = False  # k-diffusion's aug_emb / aug_in_proj (PMRF's HDiT has them)
+    family: str = "hdit"  # velocity-model family (models/velocity.py); fixed for this class
 
     def __post_init__(self) -> None:
+        if self.family != "hdit":
+            raise ValueError(f"HDiTConfig.family is 'hdit', got {self.family!r}: choose another family's model "
+                             "with model.preset (e.g. latent_pmrf_official)")
         self.levels = [lvl if isinstance(lvl, HDiTLevelConfig) else HDiTLevelConfig(**lvl) for lvl in self.levels]
         if not self.levels:
             raise ValueError("HDiTConfig.levels is empty")
@@ -98,7 +102,7 @@ HDIT_PRESETS: dict[str, dict] = {
         levels=[dict(depth=2, width=256, attention="neighborhood", kernel_size=7),
                 dict(depth=2, width=512, attention="neighborhood", kernel_size=7),
                 dict(depth=8, width=1024, attention="global")]),
-    # Latent-PMRF (paper Sec. 5.1): 64² latents of Sim-VAE c32, patch 1, depths 2/4/6 with
+    # Latent-PMRF (paper Sec. 4.1): 64² latents of Sim-VAE c32, patch 1, depths 2/4/6 with
     # NA/NA/global, conv patch embedding, depthwise convs. The paper does not publish the widths;
     # we keep PMRF's 256/512/1024 so the two models differ only where the paper says they do.
     "hdit_latent_pmrf": dict(

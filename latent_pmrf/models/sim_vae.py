@@ -109,7 +109,8 @@ SIM_VAE_PRESETS: dict[str, SimVAEConfig] = {
     "sim_vae_c48": SimVAEConfig(latent_channels=48),  # Table 3
     # Table 2 ablations, each removing one Sim-VAE change from sim_vae_c32.
     "sim_vae_c32_group_norm": SimVAEConfig(norm_type="group_norm"),  # "- layernorm"
-    "sim_vae_c32_mid_attention": SimVAEConfig(mid_attention=True),  # "- 3x3 conv"
+    # "- 3x3 conv": the mid block goes back to SD-VAE's ResBlock-Attn-ResBlock (attention kept).
+    "sim_vae_c32_mid_attention": SimVAEConfig(mid_attention=True, layers_mid_block=2),
     "sim_vae_c32_separate_resize": SimVAEConfig(resize="separate"),  # "- interpolate"
     "sim_vae_c32_post_norm": SimVAEConfig(norm_position="post_norm"),
     # Table 2 last row / Table 1 "SD-VAE f8c32": the VQGAN/SD-VAE architecture with 32 latent
@@ -245,6 +246,23 @@ class SimVAE(nn.Module):
         self.decoder = Decoder(cfg)
         self.quant_conv = nn.Conv2d(2 * cfg.latent_channels, 2 * cfg.latent_channels, 1) if cfg.quant_conv else None
         self.post_quant_conv = nn.Conv2d(cfg.latent_channels, cfg.latent_channels, 1) if cfg.quant_conv else None
+
+    # ---------------------------------------------------------------- Autoencoder interface (autoencoder.py)
+    @property
+    def latent_channels(self) -> int:
+        return self.config.latent_channels
+
+    @property
+    def downsample_factor(self) -> int:
+        return self.config.downsample_factor
+
+    @property
+    def scaling_factor(self) -> float | None:
+        return self.config.scaling_factor
+
+    @property
+    def shift_factor(self) -> float | None:
+        return self.config.shift_factor
 
     # ---------------------------------------------------------------- encode / decode
     def _check_image(self, x: torch.Tensor) -> None:
