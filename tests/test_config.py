@@ -7,16 +7,17 @@ from latent_pmrf.config import ConfigError, load_config, to_dict
 from latent_pmrf.lightning.restoration_config import FlowTrainConfig
 from latent_pmrf.lightning.vae_config import VAETrainConfig
 from latent_pmrf.models.baseline_vaes import BASELINE_VAES
-from latent_pmrf.models.velocity import velocity_preset
 from latent_pmrf.models.sim_vae import SimVAEConfig
 from latent_pmrf.models.swinir import SwinIRConfig
+from latent_pmrf.models.velocity import velocity_preset
 
 VAE_CONFIGS = sorted((REPO / "configs" / "vae").glob("*.yaml"))
 LATENT_PMRF_CONFIGS = sorted((REPO / "configs" / "latent_pmrf").glob("*.yaml"))
 # Latent-PMRF on each VAE of paper Tables 1 and 3 (and Fig. 9): the paper's "f8cN" is the flow's channel count.
 PAPER_VAE_RUNS = {"ffhq512_sd15.yaml": 4, "ffhq512_sdxl.yaml": 4, "ffhq512_flux.yaml": 16,
                   "ffhq512_sd_vae_c32.yaml": 32, "ffhq512_c16.yaml": 16, "ffhq512_c24.yaml": 24,
-                  "ffhq512_c32.yaml": 32, "ffhq512_c48.yaml": 48}
+                  "ffhq512_c32.yaml": 32, "ffhq512_c48.yaml": 48,
+                  "ffhq512_c32_group_norm.yaml": 32, "ffhq512_c32_separate_resize.yaml": 32}  # Table 2
 BASELINE_VAE_RUNS = ("ffhq512_sd15.yaml", "ffhq512_sdxl.yaml", "ffhq512_flux.yaml")
 
 
@@ -108,3 +109,48 @@ def test_broken_yaml_is_a_config_error_naming_the_file(tmp_path):
     path.write_text("model: [unclosed\n")
     with pytest.raises(ConfigError, match="broken.yaml"):
         load_config(VAETrainConfig, path, [], presets=SimVAEConfig.preset)
+
+
+def test_base_chain_merges_and_is_checked(tmp_path):
+    (tmp_path / "a.yaml").write_text("task: vae\nmodel:\n  preset: sim_vae_c16\ntrainer:\n  max_steps: 5\n"
+                                     "data:\n  train: [{root: x}, {root: y}]\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.yaml").write_text("base: ../a.yaml\ntrainer:\n  output_dir: runs/b\ndata:\n  train: [{root: z}]\n")
+    cfg = load(tmp_path / "sub" / "b.yaml")
+    assert (cfg.model.latent_channels, cfg.trainer.max_steps, cfg.trainer.output_dir) == (16, 5, "runs/b")
+    assert [s.root for s in cfg.data.train] == ["z"]  # lists are replaced, not concatenated
+    (tmp_path / "c.yaml").write_text("base: d.yaml\n")
+    (tmp_path / "d.yaml").write_text("base: c.yaml\n")
+    with pytest.raises(ConfigError, match="includes itself"):
+        load(tmp_path / "c.yaml")
+    (tmp_path / "e.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match=r"e\.yaml: base nowhere\.yaml not found"):
+        load(tmp_path / "e.yaml")
+
+
+def test_variant_configs_state_only_what_differs():
+    """Every config with a base differs from it in a few keys, and loads as its base would with
+    those keys set."""
+    for path in VAE_CONFIGS + LATENT_PMRF_CONFIGS:
+        text = path.read_text()
+        if "\nbase: " in text:
+            assert len([l for l in text.splitlines() if l and not l.startswith("#")]) <= 10, path.name
+
+
+@pytest.mark.parametrize("override,blamed", [
+    ("data.batch_size=many", "override 'data.batch_size=many'"),
+    ("model.preset=sim_vae_c99", "override 'model.preset=sim_vae_c99'"),
+    ("trainer.max_steps=0", "override 'trainer.max_steps=0'"),
+])
+def test_errors_from_an_override_name_the_override(override, blamed):
+    with pytest.raises(ConfigError) as err:
+        load(REPO / "configs/vae/sim_vae_c32.yaml", [override])
+    assert blamed in str(err.value) and "sim_vae_c32.yaml" in str(err.value)
+
+
+def test_errors_from_the_file_do_not_blame_an_override(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("trainer:\n  max_steps: 0\n")
+    with pytest.raises(ConfigError) as err:
+        load(path, ["data.batch_size=2"])
+    assert "override" not in str(err.value) and "bad.yaml" in str(err.value)
