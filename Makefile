@@ -2,19 +2,24 @@
 # setup.cfg. The venv lives outside the checkout, keyed by setup.cfg's hash, so every clone
 # with the same pins reuses it; the code itself always runs from this checkout (PYTHONPATH).
 PYTHON ?= python3.11
-PIN_HASH := $(shell sha256sum setup.cfg | cut -c1-16)
+# Only what pip installs keys the venv ([options] and the extras), not e.g. pytest's settings.
+PIN_HASH := $(shell sed -n '/^\[options\]/,/^\[options.packages.find\]/p;/^\[options.extras_require\]/,/^\[options.entry_points\]/p' setup.cfg | sha256sum | cut -c1-16)
 VENV ?= $(HOME)/.cache/latent-pmrf/venv-$(PIN_HASH)
 RUN := PYTHONPATH=$(CURDIR) HF_HUB_OFFLINE=1 $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: quickstart test venv
+.PHONY: quickstart test venv print-venv
 quickstart: $(VENV)/.ready
 	$(RUN) -m latent_pmrf quickstart --out runs/quickstart
 
 test: $(VENV)/.ready
-	$(RUN) -m pytest $(PYTEST_ARGS)
+	$(RUN) -m pytest -m "slow or not slow" $(PYTEST_ARGS)
 
 venv: $(VENV)/.ready
+
+# The venv's path, for latent_pmrf/cli/latent-pmrf (the `latent-pmrf` command of this checkout).
+print-venv:
+	@echo $(VENV)
 
 # No file prerequisites: the hash in the path already tracks the pins, and a fresh clone's
 # setup.cfg is always newer than an existing venv.

@@ -30,10 +30,10 @@ import numpy as np
 
 from latent_pmrf.data.bfr_datasets import item_rng
 from latent_pmrf.data.degradations import DEGRADATION_PRESETS, BFRDegradation, DegradationParams
-from latent_pmrf.data.image_io import read_image
+from latent_pmrf.data.image_io import read_image, to_uint8
 
 from .common import (BASE_COLUMNS, Job, Result, Summary, build, cli, list_jobs, make_console, make_parser,
-                     non_negative_int, positive_int, resize_square, to_uint8, write_png)
+                     non_negative_int, positive_int, resize_square, write_png)
 
 SCRIPT = "celeba_test"
 SIZE = 512
@@ -59,13 +59,13 @@ def param_fields(params: DegradationParams) -> dict:
 
 
 def process(job: Job, out_dir: Path, size: int, degradation: BFRDegradation, seed: int) -> Result:
-    hq = resize_square(to_uint8(read_image(job.source)), size, job.source)
+    hq = resize_square(to_uint8(read_image(job.source), value_range=(0, 1)), size, job.source)
     rng = item_rng(seed, job.index)
     params = degradation.sample_params(rng)
     lq, _ = degradation.apply(hq.astype(np.float32) / np.float32(255.0), params, rng)
     hq_row = write_png(out_dir, job.outputs[0], hq, job.key) | dict(index=job.index, seed=seed)
-    lq_row = write_png(out_dir, job.outputs[1], to_uint8(lq), job.key) | dict(index=job.index, seed=seed,
-                                                                               **param_fields(params))
+    lq_row = write_png(out_dir, job.outputs[1], to_uint8(lq, value_range=(0, 1)), job.key) | dict(
+        index=job.index, seed=seed, **param_fields(params))
     return Result(job, rows=[hq_row, lq_row])
 
 

@@ -291,11 +291,6 @@ class Manifest:
 
 
 # ---------------------------------------------------------------------------------- images
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """(H, W, 3) float in [0, 1] -> uint8, rounded (exact for images read from 8-bit files)."""
-    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
-
-
 def resize_square(image: np.ndarray, size: int, source: Path) -> np.ndarray:
     """A square uint8 RGB image at ``size``×``size`` by antialiased bicubic (PIL ``BICUBIC``: its
     kernel widens with the reduction factor, as MATLAB's ``imresize``); see ``data_prep.ffhq`` for

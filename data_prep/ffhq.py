@@ -25,10 +25,10 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path, PurePosixPath
 
-from latent_pmrf.data.image_io import read_image
+from latent_pmrf.data.image_io import read_image, to_uint8
 
 from .common import (BASE_COLUMNS, Job, Result, Summary, build, cli, list_jobs, make_console, make_parser,
-                     positive_int, resize_square, to_uint8, write_png)
+                     positive_int, resize_square, write_png)
 
 SCRIPT = "ffhq"
 SIZE = 512  # paper Sec. 4.1
@@ -40,7 +40,7 @@ def output_name(key: str) -> tuple[str, ...]:
 
 
 def process(job: Job, out_dir: Path, size: int) -> Result:
-    image = resize_square(to_uint8(read_image(job.source)), size, job.source)
+    image = resize_square(to_uint8(read_image(job.source), value_range=(0, 1)), size, job.source)
     return Result(job, rows=[write_png(out_dir, job.outputs[0], image, job.key)])
 
 

@@ -37,17 +37,18 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from rich.console import Console
 
-from latent_pmrf.data.image_io import read_image
+from latent_pmrf.data.image_io import read_image, to_uint8
+from latent_pmrf.weights import WEIGHT_FILES, hf_cache_dir, hf_cached_snapshot, hf_repo_dir
 
 from .common import (BASE_COLUMNS, MANIFEST_NAME, DataPrepError, Job, Manifest, Result, Summary, check_settings,
                      cli, existing_files, list_jobs, make_console, make_parser, positive_int, progress_bar,
-                     remove_stale_temporaries, report_plan, report_summary, run_jobs, to_uint8, write_png)
+                     remove_stale_temporaries, report_plan, report_summary, run_jobs, write_png)
 
 SCRIPT = "lsdir"
 COLUMNS = (*BASE_COLUMNS, "top", "left", "num_crops", "qalign", "kept")
 CROP, STEP = 512, 384  # official config: HR_sub_c512_s384
 MIN_SCORE = 3.5  # paper Sec. 4.1
-QALIGN_REPO = "q-future/one-align"  # what pyiqa 0.1.16's QAlign (archs/qalign_arch.py) loads
+QALIGN_REPO = WEIGHT_FILES["qalign"].filename  # q-future/one-align, what pyiqa 0.1.16's QAlign loads
 
 
 @dataclass
@@ -69,7 +70,7 @@ def crop_positions(length: int, crop: int, step: int) -> list[int]:
 
 
 def process(job: Job, out_dir: Path, crop: int, step: int) -> Result:
-    image = to_uint8(read_image(job.source))
+    image = to_uint8(read_image(job.source), value_range=(0, 1))
     height, width = image.shape[:2]
     tops, lefts = crop_positions(height, crop, step), crop_positions(width, crop, step)
     if not tops or not lefts:
@@ -103,18 +104,15 @@ def qalign_snapshot(cache_dir: str | Path | None = None) -> Path:
     tokenizer, every weight shard), in the Hugging Face hub cache that transformers reads
     (``huggingface_hub.constants.HF_HUB_CACHE`` unless ``cache_dir``). ``DataPrepError`` naming
     what is missing and where otherwise."""
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    cache_dir = Path(cache_dir if cache_dir is not None else constants.HF_HUB_CACHE)
+    cache_dir = Path(cache_dir if cache_dir is not None else hf_cache_dir())
     hint = (f"pyiqa's `qalign` metric loads the Hugging Face model {QALIGN_REPO} (a 7B-parameter model) through "
             f"transformers from the hub cache {cache_dir} (HF_HUB_CACHE, or HF_HOME/hub; default "
             f"~/.cache/huggingface/hub). Download it there with `hf download {QALIGN_REPO}`, or run with "
             f"--skip-filter to write the crops without the Q-Align filter.")
-    config = try_to_load_from_cache(QALIGN_REPO, "config.json", cache_dir=cache_dir)
-    if not isinstance(config, str):
-        repo_dir = cache_dir / f"models--{QALIGN_REPO.replace('/', '--')}"
-        raise DataPrepError(f"Q-Align weights not found: no snapshot of {QALIGN_REPO} at {repo_dir}. {hint}")
-    snapshot = Path(config).parent
+    snapshot = hf_cached_snapshot(QALIGN_REPO, ["config.json"], cache_dir)
+    if snapshot is None:
+        raise DataPrepError(f"Q-Align weights not found: no snapshot of {QALIGN_REPO} at "
+                            f"{hf_repo_dir(QALIGN_REPO, cache_dir)}. {hint}")
     missing = [] if (snapshot / "preprocessor_config.json").is_file() else ["preprocessor_config.json"]
     if not any((snapshot / name).is_file() for name in ("tokenizer.model", "tokenizer.json")):
         missing.append("tokenizer.model")

@@ -7,12 +7,55 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub look-ups (they retry for about a minute offline)
 torch.set_num_threads(2)
 
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests need CUDA: skipped, with the reason, where there is none."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (marked gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+def _photo_faces(folder: Path) -> Path:
+    """The layout of ../shared/data/faces (hq/ 12 × 512², lq_real/ 4 × 512²) built from scikit-image's
+    bundled photos (crops of the astronaut portrait and others), for machines without shared/."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket(), data.immunohistochemistry()]
+    for sub, count in (("hq", 12), ("lq_real", 4)):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            photo = photos[i % len(photos)]
+            side = min(photo.shape[:2])
+            offset = (i // len(photos)) * side // 8
+            crop = photo[offset: offset + side - side // 4, offset: offset + side - side // 4]
+            image = Image.fromarray(np.ascontiguousarray(crop)).resize((512, 512), Image.BICUBIC)
+            if sub == "lq_real":
+                image = image.resize((64, 64), Image.BICUBIC).resize((512, 512), Image.BICUBIC)
+            image.save(folder / sub / f"{sub.split('_')[0]}_{i:03d}.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def faces_dir(tmp_path_factory) -> Path:
+    """The real face photos of ../shared/data/faces when present; otherwise the same layout made
+    from scikit-image's photos, so end-to-end tests run anywhere."""
+    path = SHARED / "data" / "faces"
+    if (path / "hq").is_dir():
+        return path
+    return _photo_faces(tmp_path_factory.mktemp("faces"))
+
+
 @pytest.fixture
-def faces_dir() -> Path:
+def real_faces_dir() -> Path:
+    """Only the real photos (tests about face content: detection, identity, landmarks)."""
     path = SHARED / "data" / "faces"
     if not (path / "hq").is_dir():
         pytest.skip(f"real test photos not found at {path} (shared/data is not beside this checkout)")

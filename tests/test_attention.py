@@ -181,6 +181,7 @@ def test_natten_backend_without_natten_is_an_error(monkeypatch):
     torch.testing.assert_close(neighborhood_attention(q, k, v, 3), brute_force_neighborhood_attention(q, k, v, 3))
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("shape", [(2, 20, 17, 2, 32, 5), (1, 64, 64, 4, 64, 7)])
 def test_fallback_on_cuda_matches_brute_force(shape):
@@ -207,6 +208,7 @@ def test_natten_forward_on_cpu_matches_brute_force(shape):
     torch.testing.assert_close(out, brute_force_neighborhood_attention(q, k, v, kernel_size), atol=1e-5, rtol=0)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available() or attention.natten_na2d(require_fused=True) is None,
                     reason="needs CUDA and natten>=0.20 built with its fused kernels")
 @pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-4), (torch.float16, 4e-3), (torch.bfloat16, 3e-2)])

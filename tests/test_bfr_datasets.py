@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from latent_pmrf.data.bfr_datasets import LQFolderDataset, PairedFolderDataset, PairedOnlineDataset
+from latent_pmrf.data.bfr_datasets import PairedFolderDataset, PairedOnlineDataset
 from latent_pmrf.data.degradations import BFRDegradation
 from latent_pmrf.data.image_folder import ImageFiles, ImageFolderCrops
-from latent_pmrf.data.image_io import ImageReadError, read_image
+from latent_pmrf.data.image_io import ImageReadError, read_image, to_uint8
 from latent_pmrf.data.samplers import EpochIndexSampler
 
 
@@ -87,6 +87,28 @@ def test_missing_file_names_the_file(tmp_path):
         read_image(tmp_path / "nope.png")
 
 
+# ----------------------------------------------------------------- 8-bit output
+def test_to_uint8_gives_back_the_file_in_both_ranges_and_layouts(tmp_path):
+    arr = rgb8(seed=3)
+    Image.fromarray(arr).save(tmp_path / "a.png")
+    unit = read_image(tmp_path / "a.png")  # (H, W, 3) in [0, 1]
+    np.testing.assert_array_equal(to_uint8(unit, value_range=(0, 1)), arr)
+    signed = torch.from_numpy(unit).permute(2, 0, 1) * 2 - 1  # (3, H, W) in [-1, 1], the models' layout
+    np.testing.assert_array_equal(to_uint8(signed), arr)
+    batch = torch.stack([signed, signed.flip(-1)])  # (2, 3, H, W)
+    np.testing.assert_array_equal(to_uint8(batch), np.stack([arr, arr[:, ::-1]]))
+
+
+def test_to_uint8_takes_the_nearest_level_and_clamps():
+    values = np.random.default_rng(4).uniform(-0.2, 1.2, (16, 16, 3))
+    nearest = np.clip(values, 0, 1) * 255  # the level must be within half a step of this
+    for out in (to_uint8(values, value_range=(0, 1)),
+                to_uint8(torch.from_numpy(values * 2 - 1).permute(2, 0, 1).float())):
+        assert out.dtype == np.uint8 and out.shape == (16, 16, 3)
+        assert np.abs(out - nearest).max() <= 0.5 + 1e-4
+    assert to_uint8(np.array([[[-3.0, 0.0, 9.0]]]), value_range=(0, 1)).tolist() == [[[0, 0, 255]]]
+
+
 # ----------------------------------------------------------------- skip policy
 @pytest.fixture
 def folder_with_bad(tmp_path):
@@ -110,8 +132,6 @@ def test_training_set_skips_and_counts(folder_with_bad, caplog):
 def test_raise_policy_and_eval_sets_raise(folder_with_bad):
     with pytest.raises(ImageReadError, match="1.png"):
         ImageFiles.from_sources([(folder_with_bad, None)], on_read_error="raise").read(1)
-    with pytest.raises(ImageReadError, match="1.png"):
-        LQFolderDataset(folder_with_bad)[1]
     with pytest.raises(ValueError, match="on_read_error"):
         ImageFiles([], on_read_error="ignore")
 
@@ -207,8 +227,7 @@ def test_paired_and_lq_folders(tmp_path, hq_folder):
     (lq_root / "3.png").write_bytes((lq_root / "0.png").read_bytes())
     with pytest.raises(FileNotFoundError, match="no GT counterpart"):
         PairedFolderDataset(tmp_path / "lq", tmp_path / "gt")
-    lq_only = LQFolderDataset(tmp_path / "lq")
-    assert len(lq_only) == 4 and lq_only[3]["path"] == "sub/3"
+    assert PairedFolderDataset(tmp_path / "gt", tmp_path / "gt")[2]["index"] == 2
 
 
 def test_real_faces_round_trip(faces_dir, tmp_path):
@@ -225,7 +244,7 @@ def test_real_faces_round_trip(faces_dir, tmp_path):
 def test_validation_on_a_released_lq_folder(tmp_path):
     from latent_pmrf.lightning.bfr_data import BFRDataModule
     from latent_pmrf.lightning.restoration_config import BFRDataConfig
-    from latent_pmrf.lightning.vae_config import ImageSourceConfig
+    from latent_pmrf.lightning.trainer_config import ImageSourceConfig
 
     rng = np.random.default_rng(0)
     pixels = {}

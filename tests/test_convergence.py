@@ -14,9 +14,9 @@ from latent_pmrf.cli.main import main
 from latent_pmrf.config import load_config
 from latent_pmrf.lightning.bfr_data import BFRDataModule
 from latent_pmrf.lightning.fit import last_checkpoint
-from latent_pmrf.lightning.flow_module import FlowModule
+from latent_pmrf.flow import RestorationPipeline
 from latent_pmrf.lightning.restoration_config import ConvergenceConfig, FlowTrainConfig
-from latent_pmrf.lightning.train_restoration import fit_flow
+from latent_pmrf.lightning.tasks import TASKS, train
 from latent_pmrf.metrics.distortion import psnr
 from latent_pmrf.metrics.distribution import DINOv2Distance, DINOv2Features
 from latent_pmrf.metrics.pixel import PSNR
@@ -32,7 +32,7 @@ def flow_config(faces_dir, vae_dir, pm_file, out, steps, extra=()):
     overrides = [f"vae={vae_dir}", f"posterior_mean.checkpoint={pm_file}",
                  *(f"posterior_mean.model.{o}" for o in TINY_SWINIR), "model.preset=hdit_latent_pmrf", TINY_HDIT,
                  "model.mapping_width=32",
-                 "model.in_channels=4", "model.out_channels=4", "val_steps=2", "trainer.val_every_n_steps=100",
+                 "model.in_channels=4", "model.out_channels=4", "val_euler_steps=2", "trainer.val_every_n_steps=100",
                  "convergence.every_n_steps=2", "convergence.euler_steps=2", "convergence.num_images=2", *extra,
                  *data_overrides(faces_dir, out, steps)]
     return load_config(FlowTrainConfig, ROOT / "configs/latent_pmrf/ffhq512_c32.yaml", overrides,
@@ -49,7 +49,7 @@ def test_convergence_curve_with_ema_weights_and_resume(faces_dir, tmp_path, froz
                             num_heads=2).eval()
     metrics = {"psnr": PSNR(), "mmd_dinov2": DINOv2Distance("mmd", DINOv2Features(model=vit))}
     cfg = flow_config(faces_dir, vae_dir, pm_file, out, 3)
-    fit_flow(cfg, convergence_metrics=metrics)
+    train(TASKS["flow"], cfg, convergence_metrics=metrics)
     rows = list(csv.DictReader((out / "convergence.csv").open()))
     assert [int(r["step"]) for r in rows] == [2, 3]  # every 2 steps, and at the end
     assert all(np.isfinite(float(r[m])) for r in rows for m in ("psnr", "mmd_dinov2"))
@@ -57,25 +57,27 @@ def test_convergence_curve_with_ema_weights_and_resume(faces_dir, tmp_path, froz
     assert list(steps) == [2, 3] and values[-1] == pytest.approx(float(rows[-1]["psnr"]), rel=1e-6)
 
     # The last point was sampled with the EMA weights: recompute it from the checkpoint's EMA
-    # state (FlowModule.from_checkpoint) and from its live weights; only the EMA one matches.
+    # state (RestorationPipeline.from_checkpoint) and from its live weights; only the EMA one matches.
     dm = BFRDataModule(cfg.data)
     dm.setup("fit")
     batch = next(iter(dm.val_dataloader()))
-    module = FlowModule.from_checkpoint(last_checkpoint(out)).eval()
+    module = RestorationPipeline.from_checkpoint(last_checkpoint(out)).eval()
 
     def curve_point(m):
-        gens = [torch.Generator().manual_seed(i) for i in range(batch["lq"].shape[0])]
+        seed = cfg.convergence.seed  # image i's noise: SeedSequence([seed, i]), whatever the batch
+        gens = [torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
+                for i in range(batch["lq"].shape[0])]
         restored, _ = m.restore(batch["lq"], 2, generator=gens)
         to01 = lambda x: torch.round((x + 1) * 127.5) / 255  # noqa: E731
         return float(psnr(to01(restored), to01(batch["gt"])).mean())
 
     assert curve_point(module) == pytest.approx(float(rows[-1]["psnr"]), abs=1e-5)
     live = torch.load(last_checkpoint(out), map_location="cpu", weights_only=True)["current_model_state"]
-    module.load_state_dict(live, strict=False)
+    module.load_state_dict({k.removeprefix("pipeline."): v for k, v in live.items()}, strict=False)
     assert curve_point(module) != pytest.approx(float(rows[-1]["psnr"]), abs=1e-5)
 
     # resume to step 4: rows 2 and 3 kept, 4 added
-    fit_flow(flow_config(faces_dir, vae_dir, pm_file, out, 4), convergence_metrics=metrics)
+    train(TASKS["flow"], flow_config(faces_dir, vae_dir, pm_file, out, 4), convergence_metrics=metrics)
     assert [int(r["step"]) for r in csv.DictReader((out / "convergence.csv").open())] == [2, 3, 4]
     main(["plot-convergence", str(out / "convergence.csv"), "--metric", "mmd_dinov2", "--out", str(tmp_path / "c.png")])
     assert (tmp_path / "c.png").stat().st_size > 5000
@@ -87,9 +89,38 @@ def test_missing_weights_are_skipped_with_a_warning(faces_dir, tmp_path, frozen_
     out = tmp_path / "run"
     cfg = flow_config(faces_dir, vae_dir, pm_file, out, 2, ["convergence.metrics=[dists,psnr]"])
     with pytest.warns(UserWarning, match="dists skipped.*DISTS_weights-f5e65c96.pth|dists skipped.*vgg16"):
-        fit_flow(cfg)
+        train(TASKS["flow"], cfg)
     rows = list(csv.DictReader((out / "convergence.csv").open()))
     assert list(rows[0]) == ["step", "psnr"] and int(rows[0]["step"]) == 2
+
+
+class NoisyRestorer(torch.nn.Module):
+    """A stand-in pipeline: the LQ plus each image's own generator noise, returned as the
+    restoration and as the posterior mean (so IndRMSE, measured against the latter, is 0)."""
+
+    def restore(self, lq, steps, generator):
+        noise = torch.cat([torch.randn(lq[i:i + 1].shape, generator=g) for i, g in enumerate(generator)])
+        restored = (lq + 0.3 * noise).clamp(-1, 1)
+        return restored, restored
+
+
+def test_convergence_values_do_not_depend_on_the_validation_batch_size(faces_dir):
+    from types import SimpleNamespace
+
+    from latent_pmrf.lightning.convergence import ConvergenceCallback
+    from latent_pmrf.lightning.restoration_config import BFRDataConfig
+    from latent_pmrf.lightning.trainer_config import ImageSourceConfig
+
+    module = SimpleNamespace(pipeline=NoisyRestorer(), device=torch.device("cpu"))
+    values = []
+    for val_batch_size in (1, 3):
+        data = BFRDataConfig(train=[ImageSourceConfig(root=str(faces_dir / "hq"))], val_dir=str(faces_dir / "hq"),
+                             crop_size=64, val_batch_size=val_batch_size, num_workers=0)
+        callback = ConvergenceCallback(ConvergenceConfig(metrics=["psnr", "ind_rmse"], num_images=3, seed=7), data)
+        callback.suite = callback._build(module.device)
+        values.append(callback._evaluate(None, module))
+    assert values[0] == values[1]
+    assert values[0]["ind_rmse"] == 0 and np.isfinite(values[0]["psnr"])
 
 
 def test_paper_configs_log_fig3_curves():

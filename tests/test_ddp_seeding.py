@@ -31,12 +31,13 @@ TINY_SWINIR_CFG = dict(embed_dim=12, depths=[1], num_heads=[2], window_size=4, s
 RECORDING_SCRIPT = textwrap.dedent('''
     import json, sys
     import torch
+    import latent_pmrf.flow.pipeline as pipeline
     import latent_pmrf.lightning.flow_module as flow_module
     from latent_pmrf.cli.main import main
 
     out_dir, records = sys.argv[1], []
     draws = {}
-    _uniform, _source = flow_module.stratified_uniform, flow_module.source_sample
+    _uniform, _source = flow_module.stratified_uniform, pipeline.source_sample
 
     def stratified_uniform(*args, **kwargs):
         draws["t"] = _uniform(*args, **kwargs)
@@ -46,13 +47,13 @@ RECORDING_SCRIPT = textwrap.dedent('''
         draws["x0"] = _source(*args, **kwargs)
         return draws["x0"]
 
-    flow_module.stratified_uniform, flow_module.source_sample = stratified_uniform, source_sample
+    flow_module.stratified_uniform, pipeline.source_sample = stratified_uniform, source_sample
     _step = flow_module.FlowModule.training_step
 
     def training_step(self, batch, batch_idx):
         rng_state = torch.random.get_rng_state()
         if self.global_step == 0:
-            torch.save({k: v.detach().clone() for k, v in self.velocity.state_dict().items()},
+            torch.save({k: v.detach().clone() for k, v in self.pipeline.velocity.state_dict().items()},
                        f"{out_dir}/init_rank{self.global_rank}.pt")
         loss = _step(self, batch, batch_idx)
         # what this step drew from torch's global generator: ε and posterior samples come from it

@@ -6,7 +6,8 @@ from pathlib import Path
 import torch
 
 from latent_pmrf.config import load_config
-from latent_pmrf.lightning.flow_module import FlowModule
+from latent_pmrf.flow import RestorationPipeline
+from latent_pmrf.lightning.flow_module import build_pipeline
 from latent_pmrf.lightning.restoration_config import FlowTrainConfig
 from latent_pmrf.models.velocity import velocity_preset
 from latent_pmrf.models.sim_vae import SimVAE, SimVAEConfig
@@ -17,7 +18,7 @@ TINY_SWINIR_CFG = dict(embed_dim=12, depths=[1], num_heads=[2], window_size=4, s
                        upsample_channels=8)
 
 
-def _tiny_flow(tmp_path) -> FlowModule:
+def _tiny_flow(tmp_path) -> RestorationPipeline:
     torch.manual_seed(0)
     SimVAE(SimVAEConfig(block_out_channels=[8, 8, 8, 8], layers_per_block=1, layers_mid_block=1,
                         latent_channels=4)).save_pretrained(tmp_path / "vae")
@@ -30,7 +31,7 @@ def _tiny_flow(tmp_path) -> FlowModule:
         "{depth: 1, width: 64, d_head: 16, attention: global}]",
         "model.mapping_width=32", "model.in_channels=4", "model.out_channels=4"],
         presets={"model": velocity_preset, "posterior_mean.model": SwinIRConfig.preset})
-    return FlowModule(cfg).eval()
+    return build_pipeline(cfg).eval()
 
 
 def test_frozen_nets_stay_float32_under_bf16_autocast(tmp_path):

@@ -219,11 +219,11 @@ def test_restore_runs_pmrf_release_as_pmrf_samples(tmp_path):
     """Table 4's PMRF row from the released weights: our restore of the imported release equals
     PMRF's own sampler written out in its [0, 1] space (u0 = clip(f01(y)) + 0.1·ε, K uniform Euler
     steps of the [0, 1] network), mapped to [-1, 1]."""
-    from latent_pmrf.lightning.flow_module import FlowModule
+    from latent_pmrf.flow import RestorationPipeline
 
     velocity, posterior_mean = perturb(HDiT(tiny_hdit()), 1), perturb(SwinIR(tiny_swinir()), 2)
     path = write_release(tmp_path / "release", velocity, posterior_mean)
-    module = FlowModule.from_pmrf_release(path.parent, velocity_config=tiny_hdit(), posterior_mean_config=tiny_swinir())
+    module = RestorationPipeline.from_pmrf_release(path.parent, velocity_config=tiny_hdit(), posterior_mean_config=tiny_swinir())
     y = torch.rand(1, 3, 32, 32) * 2 - 1
     restored, _ = module.restore(y, steps=3, generator=torch.Generator().manual_seed(5))
 

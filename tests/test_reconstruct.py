@@ -146,7 +146,7 @@ def test_reconstruct_refuses_to_overwrite_its_inputs(tmp_path, vae_dirs):
 
 def test_flow_on_a_diffusers_vae_trains_and_rebuilds_without_its_files(faces_dir, tmp_path):
     from latent_pmrf.lightning.fit import last_checkpoint
-    from latent_pmrf.lightning.flow_module import FlowModule
+    from latent_pmrf.flow import RestorationPipeline
     from latent_pmrf.models.swinir import SwinIR, SwinIRConfig
 
     vae_dir = save_tiny_diffusers_vae(tmp_path / "kl_vae")
@@ -156,17 +156,17 @@ def test_flow_on_a_diffusers_vae_trains_and_rebuilds_without_its_files(faces_dir
     out = tmp_path / "run"
     main(["train", str(REPO / "configs/latent_pmrf/ffhq512_flux.yaml"), f"vae={vae_dir}",
           f"posterior_mean.checkpoint={pm_file}", *(f"posterior_mean.model.{o}" for o in TINY_SWINIR),
-          "model.preset=hdit_latent_pmrf", TINY_HDIT, "model.mapping_width=32", "model.in_channels=4", "model.out_channels=4", "val_steps=2",
+          "model.preset=hdit_latent_pmrf", TINY_HDIT, "model.mapping_width=32", "model.in_channels=4", "model.out_channels=4", "val_euler_steps=2",
           "convergence.every_n_steps=0",  # its end-of-run pass restores whole 512² images: a minute on CPU at f2
           *data_overrides(faces_dir, out, 2)])
     ckpt_path = last_checkpoint(out)
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 2
-    assert ckpt["hyper_parameters"]["frozen_configs"]["vae"]["_class_name"] == "AutoencoderKL"
+    assert ckpt["hyper_parameters"]["pipeline"]["vae"]["_class_name"] == "AutoencoderKL"
 
     saved = diffusers.AutoencoderKL.from_pretrained(vae_dir).state_dict()
     shutil.rmtree(vae_dir)  # the checkpoint alone must do
-    module = FlowModule.from_checkpoint(ckpt_path)
+    module = RestorationPipeline.from_checkpoint(ckpt_path)
     vae = module.space.vae
     assert type(vae).__name__ == "DiffusersVAE" and module.space.scale_factor == 2
     assert (vae.scaling_factor, vae.shift_factor) == (0.5, 0.1)

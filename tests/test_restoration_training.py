@@ -8,7 +8,7 @@ import torch
 
 from latent_pmrf.cli.main import main
 from latent_pmrf.lightning.fit import last_checkpoint
-from latent_pmrf.lightning.flow_module import FlowModule
+from latent_pmrf.flow import RestorationPipeline
 from latent_pmrf.models.sim_vae import SimVAE, SimVAEConfig
 from latent_pmrf.models.swinir import SwinIR, SwinIRConfig
 
@@ -59,21 +59,21 @@ def test_flow_training_resume_and_restore(faces_dir, tmp_path, frozen_nets, spac
                  *(f"posterior_mean.model.{o}" for o in TINY_SWINIR),
                  f"model.preset={'hdit_latent_pmrf' if space == 'latent' else 'hdit_pmrf'}", TINY_HDIT,
                  "model.mapping_width=32",
-                 f"model.in_channels={channels}", f"model.out_channels={channels}", "val_steps=2"]
+                 f"model.in_channels={channels}", f"model.out_channels={channels}", "val_euler_steps=2"]
     if space == "pixel":
         overrides += ["model.patch_size=2"]
     main(["train", str(config), *overrides, *data_overrides(faces_dir, out, 2)])
     ckpt = torch.load(last_checkpoint(out), map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 2
-    assert all(k.startswith("velocity.") for k in ckpt["current_model_state"])  # only the flow is averaged
-    key = "velocity.mid_level.0.ff.down_proj.weight"
+    assert all(k.startswith("pipeline.velocity.") for k in ckpt["current_model_state"])  # only the flow is averaged
+    key = "pipeline.velocity.mid_level.0.ff.down_proj.weight"
     assert not torch.equal(ckpt["state_dict"][key], ckpt["current_model_state"][key])  # EMA != live
 
     main(["train", str(config), *overrides, *data_overrides(faces_dir, out, 3)])  # resumes
     assert torch.load(last_checkpoint(out), map_location="cpu", weights_only=True)["global_step"] == 3
 
     # The checkpoint alone restores (frozen nets included), with EMA weights, deterministically.
-    module = FlowModule.from_checkpoint(last_checkpoint(out))
+    module = RestorationPipeline.from_checkpoint(last_checkpoint(out))
     ema = torch.load(last_checkpoint(out), map_location="cpu", weights_only=True)["state_dict"]
     assert torch.equal(module.velocity.mid_level[0].ff.down_proj.weight, ema[key])
     lq = torch.rand(1, 3, 64, 64) * 2 - 1
@@ -90,7 +90,7 @@ def test_restore_cli_on_faces_gray_odd_sized_and_corrupt(faces_dir, tmp_path, fr
     main(["train", str(ROOT / "configs/latent_pmrf/ffhq512_c32.yaml"), f"vae={vae_dir}",
           f"posterior_mean.checkpoint={pm_file}", *(f"posterior_mean.model.{o}" for o in TINY_SWINIR),
           "model.preset=hdit_latent_pmrf", TINY_HDIT,
-          "model.mapping_width=32", "model.in_channels=4", "model.out_channels=4", "val_steps=2",
+          "model.mapping_width=32", "model.in_channels=4", "model.out_channels=4", "val_euler_steps=2",
           *data_overrides(faces_dir, out, 1)])
     inputs = tmp_path / "in"
     (inputs / "sub").mkdir(parents=True)
@@ -120,10 +120,10 @@ def test_official_velocity_net_trains_and_restores_from_its_checkpoint(faces_dir
           f"posterior_mean.checkpoint={pm_file}", *(f"posterior_mean.model.{o}" for o in TINY_SWINIR),
           "model.levels=[{depth: 1, width: 32, head_dim: 16, kernel_size: 3, attention: neighborhood},"
           "{depth: 1, width: 64, head_dim: 16, attention: global}]",
-          "model.time_embed_dim=32", "model.in_channels=4", "model.out_channels=4", "val_steps=2",
+          "model.time_embed_dim=32", "model.in_channels=4", "model.out_channels=4", "val_euler_steps=2",
           *data_overrides(faces_dir, out, 2)])
-    module = FlowModule.from_checkpoint(last_checkpoint(out))
-    assert type(module.velocity).__name__ == "LooUFormer" and module.cfg.sampler == "flow_match_euler"
+    module = RestorationPipeline.from_checkpoint(last_checkpoint(out))
+    assert type(module.velocity).__name__ == "LooUFormer" and module.sampler == "flow_match_euler"
     lq = torch.rand(1, 3, 64, 64) * 2 - 1
     restored, _ = module.restore(lq, steps=2, generator=torch.Generator().manual_seed(0))
     assert restored.shape == lq.shape and torch.isfinite(restored).all()

@@ -1,12 +1,16 @@
 import itertools
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import randomize, tiny_vae_overrides
-from latent_pmrf.models.sim_vae import SIM_VAE_PRESETS, SimVAE, SimVAEConfig
+from conftest import REPO, randomize, tiny_vae_overrides
+from latent_pmrf.models import sim_vae, sim_vae_config
+from latent_pmrf.models.sim_vae import SimVAE
+from latent_pmrf.models.sim_vae_config import SIM_VAE_PRESETS, SimVAEConfig
 from latent_pmrf.models.vae_hub import CONFIG_NAME, WEIGHTS_NAME
 
 
@@ -269,3 +273,12 @@ def test_mid_attention_ablation_has_sd_vaes_mid_block():
         theirs, mine = getattr(sd, side).mid_block, getattr(ours, side).mid_block
         assert len(mine.resnets) == len(theirs.resnets) == 2
         assert len(mine.attentions) == len(theirs.attentions) == 1
+
+
+def test_file_format_module_does_not_import_the_model():
+    """vae_hub (the file format) needs only the config: no sim_vae <-> vae_hub import cycle. The model
+    module re-exports the config, so ``from ...sim_vae import SimVAE, SimVAEConfig`` keeps working."""
+    code = "import sys, latent_pmrf.models.vae_hub; assert 'latent_pmrf.models.sim_vae' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+    assert sim_vae.SimVAEConfig is sim_vae_config.SimVAEConfig
+    assert sim_vae.SIM_VAE_PRESETS is sim_vae_config.SIM_VAE_PRESETS

@@ -8,14 +8,15 @@ import torch.nn.functional as F
 from conftest import randomize
 from latent_pmrf.models.swinir import (
     SWINIR_PRESETS,
-    SWINIR_WEIGHTS_FILE,
-    SWINIR_WEIGHTS_URL,
     SwinIR,
     SwinIRConfig,
     WindowAttention,
     load_swinir_checkpoint,
     read_swinir_state_dict,
 )
+from latent_pmrf.weights import SWINIR_DIFFACE_URL, WEIGHT_FILES
+
+SWINIR_WEIGHTS_FILE = WEIGHT_FILES["swinir_difface"].filename
 
 DIFFACE_MEAN = (0.4488, 0.4371, 0.4040)
 
@@ -366,8 +367,8 @@ def test_missing_file_names_file_folder_and_download(tmp_path, monkeypatch):
         load_swinir_checkpoint()
     message = str(err.value)
     assert SWINIR_WEIGHTS_FILE in message and str(tmp_path / "hub" / "checkpoints") in message
-    assert SWINIR_WEIGHTS_URL == "https://github.com/zsyOAOA/DifFace/releases/download/V1.0/swinir_restoration512_L1.pth"
-    assert SWINIR_WEIGHTS_URL in message and "TORCH_HOME" in message
+    assert SWINIR_DIFFACE_URL == "https://github.com/zsyOAOA/DifFace/releases/download/V1.0/swinir_restoration512_L1.pth"
+    assert SWINIR_DIFFACE_URL in message and "TORCH_HOME" in message
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         load_swinir_checkpoint(tmp_path / "nope.pth", tiny_config())
 

@@ -16,9 +16,9 @@ PAPER = Path(__file__).resolve().parents[1].parent / "shared" / "papers" / "late
 NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 
 
-def paper_table_cells(number: int) -> list[list[str]]:
-    """The tab-separated rows of paper Table ``number`` that hold numbers or N/A, as printed (first
-    cell the row name; underline / bold markers removed)."""
+def paper_table_rows(number: int) -> list[list[str]]:
+    """The tab-separated rows of paper Table ``number``, header rows first, as printed (first cell
+    the row name; underline / bold markers removed)."""
     if not PAPER.is_file():
         pytest.skip(f"paper text not found at {PAPER}")
     lines = PAPER.read_text(encoding="utf-8").splitlines()
@@ -29,12 +29,25 @@ def paper_table_cells(number: int) -> list[list[str]]:
             block.append(line)
         elif block:
             break
-    rows = []
-    for line in block:
-        cells = [re.sub(r"</?u>|\*\*", "", c).strip() for c in line.split("\t")]
-        if any(NUMBER.match(c) or c == "N/A" for c in cells[1:]):
-            rows.append(cells)
-    return rows
+    return [[re.sub(r"</?u>|\*\*", "", c).strip() for c in line.split("\t")] for line in block]
+
+
+def holds_numbers(cells: list[str]) -> bool:
+    return any(NUMBER.match(c) or c == "N/A" for c in cells[1:])
+
+
+def paper_table_cells(number: int) -> list[list[str]]:
+    """The rows of paper Table ``number`` that hold numbers or N/A."""
+    return [cells for cells in paper_table_rows(number) if holds_numbers(cells)]
+
+
+def paper_arrows(number: int) -> list[str | None]:
+    """The arrow printed over each column of paper Table ``number``: "higher" / "lower" / None. The
+    header rows are merged cell by cell (Table 1 prints some arrows on its second header row)."""
+    rows = paper_table_rows(number)
+    header = [cells[1:] for cells in rows[:next(i for i, cells in enumerate(rows) if holds_numbers(cells))]]
+    merged = [" ".join(cells[j] for cells in header if j < len(cells)) for j in range(max(map(len, header)))]
+    return ["higher" if "\\uparrow" in cell else "lower" if "\\downarrow" in cell else None for cell in merged]
 
 
 @pytest.mark.parametrize("number", [1, 2, 3, 4])
@@ -54,24 +67,25 @@ def test_data_file_matches_the_paper_text(number):
                 assert stored == float(text) and f"{stored:.{column.digits}f}" == text, (name, column.key, text)
 
 
-def test_data_file_columns_are_known_metrics_with_the_paper_arrows():
+@pytest.mark.parametrize("number", [1, 2, 3, 4])
+def test_data_file_columns_are_known_metrics_with_the_paper_arrows(number):
     from latent_pmrf.metrics.registry import METRICS
 
-    for table in load_paper_tables().values():
-        for column in table.columns:
-            if column.key in ("runtime_s", "params_m"):
-                assert column.better is None
-                continue
-            assert column.key in METRICS, (table.number, column.key)
-            assert column.better == ("higher" if column.key in HIGHER_IS_BETTER else "lower"), column
+    table = load_paper_tables()[number]
+    for column in table.columns:
+        if column.key in ("runtime_s", "params_m"):
+            assert column.better is None
+            continue
+        assert column.key in METRICS, (table.number, column.key)
+        assert column.better == ("higher" if column.key in HIGHER_IS_BETTER else "lower"), column
+    # the registry's directions (the arrows printed here) are the ones the paper prints
+    assert [c.better for c in table.columns] == paper_arrows(number)
 
 
 def test_lpips_columns_name_the_net_their_source_used():
     """Every table's LPIPS comes from the official evaluation's pyiqa.create_metric('lpips'), whose
     default net is AlexNet: lpips_alex, with a source note; Table 4's metrics are the registry's."""
     from pyiqa.default_model_configs import DEFAULT_CONFIGS
-
-    from latent_pmrf.metrics.registry import TABLE4_METRICS
 
     assert DEFAULT_CONFIGS["lpips"]["metric_opts"]["net"] == "alex"
     tables = load_paper_tables()
@@ -81,18 +95,23 @@ def test_lpips_columns_name_the_net_their_source_used():
         assert column.key == "lpips_alex", (number, column.part)
         assert column.source and "pyiqa 'lpips' (AlexNet)" in column.source, (number, column.part)
     assert "test_pmrf.sh" in next(c.source for n, c in lpips_columns if n == 4)  # PMRF's row: the authors' script
-    assert TABLE4_METRICS == tuple(c.key for c in tables[4].columns if c.key not in ("runtime_s", "params_m"))
+    assert tuple(c.key for c in tables[4].columns if c.key not in ("runtime_s", "params_m")) == (
+        "psnr", "ms_ssim", "lpips_alex", "dists", "deg", "lmd", "musiq", "qalign", "fid", "fd_dinov2", "mmd_dinov2")
 
 
 def test_malformed_data_file_names_the_file_and_key(tmp_path):
-    text = DATA_FILE.read_text(encoding="utf-8").replace("part: restoration, better: higher, digits: 4}",
-                                                         "part: restore, better: higher, digits: 4}", 1)
+    text = DATA_FILE.read_text(encoding="utf-8").replace("header: PSNR, part: restoration, digits: 4}",
+                                                         "header: PSNR, part: restore, digits: 4}", 1)
     bad = tmp_path / "paper_tables.yaml"
     bad.write_text(text, encoding="utf-8")
     with pytest.raises(ValueError, match=r"paper_tables\.yaml: tables\[1\]\.columns\[3\]\.part"):
         load_paper_tables(bad)
     bad.write_text("tables:\n  - number: 9\n    caption: x\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"tables\[0\]\.columns is missing"):
+        load_paper_tables(bad)
+    bad.write_text(DATA_FILE.read_text(encoding="utf-8").replace("header: PSNR,", "header: PSNR, better: higher,", 1),
+                   encoding="utf-8")
+    with pytest.raises(ValueError, match=r"tables\[0\]\.columns\[0\] has unknown key\(s\) better"):
         load_paper_tables(bad)
 
 

@@ -11,7 +11,8 @@ from conftest import REPO
 from latent_pmrf.cli.main import main
 from latent_pmrf.config import load_config
 from latent_pmrf.data.image_folder import ImageFolderCenter
-from latent_pmrf.lightning.train_vae import fit_vae, last_checkpoint, read_logged_metrics
+from latent_pmrf.lightning.fit import last_checkpoint, read_logged_metrics
+from latent_pmrf.lightning.tasks import TASKS, train
 from latent_pmrf.lightning.vae_config import VAETrainConfig
 from latent_pmrf.models.sim_vae import SimVAE, SimVAEConfig
 
@@ -54,7 +55,7 @@ def test_two_steps_then_resume_then_export(faces_dir, tmp_path, monkeypatch):
         original_init(self, *args, callbacks=[*callbacks, recorder], **kwargs)
 
     monkeypatch.setattr(L.Trainer, "__init__", init_with_recorder)
-    fit_vae(shrunk(faces_dir, out, max_steps=2), val_lpips=False)
+    train(TASKS["vae"], shrunk(faces_dir, out, max_steps=2), val_lpips=False)
     ckpt = torch.load(last_checkpoint(out), map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 2
     ema, live = ckpt["state_dict"], ckpt["current_model_state"]
@@ -64,7 +65,7 @@ def test_two_steps_then_resume_then_export(faces_dir, tmp_path, monkeypatch):
     assert len(recorder.weights) == 1 and torch.equal(recorder.weights[0], ema[key])
 
     # Same command with a larger budget resumes from last.ckpt instead of starting over.
-    fit_vae(shrunk(faces_dir, out, max_steps=4), val_lpips=False)
+    train(TASKS["vae"], shrunk(faces_dir, out, max_steps=4), val_lpips=False)
     ckpt2 = torch.load(last_checkpoint(out), map_location="cpu", weights_only=True)
     assert ckpt2["global_step"] == 4
     # Both launches' logs survive: steps 0-1 from the first, 2-3 from the resumed one.
@@ -126,7 +127,7 @@ def test_quickstart_writes_its_outputs(tmp_path):
 def test_ema_averages_only_the_autoencoder(faces_dir, tmp_path):
     """The frozen VGG is neither averaged nor stored twice; resume restores live and EMA weights."""
     out = tmp_path / "run"
-    fit_vae(shrunk(faces_dir, out, max_steps=2, extra=["trainer.val_every_n_steps=100"]), val_lpips=False)
+    train(TASKS["vae"], shrunk(faces_dir, out, max_steps=2, extra=["trainer.val_every_n_steps=100"]), val_lpips=False)
     ckpt = torch.load(last_checkpoint(out), map_location="cpu", weights_only=True)
     assert all(k.startswith("vae.") for k in ckpt["current_model_state"])
     assert any(k.startswith("perceptual.") for k in ckpt["state_dict"])

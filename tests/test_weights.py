@@ -68,3 +68,81 @@ def test_weights_check_command(empty_torch_home, capsys):
     for row in check_table():
         assert row["key"] in text
     assert f"0 of {len(WEIGHT_FILES)} present" in text
+
+
+def test_release_models_are_registered_with_their_files():
+    from latent_pmrf.models.baseline_vaes import BASELINE_VAES
+
+    pmrf = WEIGHT_FILES["pmrf_blind_face"]
+    assert (pmrf.filename, pmrf.hf_files) == ("ohayonguy/PMRF_blind_face_image_restoration", ("model.safetensors",))
+    assert WEIGHT_FILES["swinir_difface"].how_to_get.endswith("/V1.0/swinir_restoration512_L1.pth")
+    for name, (repo, sub) in BASELINE_VAES.items():  # Table 1's baselines, listed by `weights check` too
+        assert WEIGHT_FILES[f"vae_{name}"].filename == repo
+        assert WEIGHT_FILES[f"vae_{name}"].hf_files[0] == (f"{sub}/config.json" if sub else "config.json")
+
+
+def _cache_files(tmp_path, repo: str, files: list[str]) -> Path:
+    """A Hugging Face cache entry as huggingface_hub writes it: refs/main -> snapshots/<sha>/files."""
+    repo_dir = tmp_path / "hf" / ("models--" + repo.replace("/", "--"))
+    (repo_dir / "refs").mkdir(parents=True)
+    (repo_dir / "refs" / "main").write_text("abc123")
+    for name in files:
+        (repo_dir / "snapshots" / "abc123" / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo_dir / "snapshots" / "abc123" / name).write_bytes(b"x")
+    return repo_dir / "snapshots" / "abc123"
+
+
+def test_hf_entries_need_all_their_files_in_one_snapshot(empty_torch_home, tmp_path):
+    snapshot = _cache_files(tmp_path, "sienna223/Sim-VAE-c32", ["config.json"])
+    assert not WEIGHT_FILES["sim_vae_c32"].present()
+    with pytest.raises(MissingWeightsError, match=r"diffusion_pytorch_model.*models--sienna223--Sim-VAE-c32"):
+        require("sim_vae_c32", "a test")
+    (snapshot / "diffusion_pytorch_model.safetensors").write_bytes(b"x")
+    assert require("sim_vae_c32", "a test") == snapshot
+    flux = _cache_files(tmp_path, "black-forest-labs/FLUX.1-dev",
+                        ["vae/config.json", "vae/diffusion_pytorch_model.safetensors"])
+    assert require("vae_flux", "a test") == flux  # the snapshot root, not its vae/ subfolder
+
+
+def test_fetch_names_the_files_and_the_cache_folder(empty_torch_home, tmp_path):
+    from latent_pmrf.weights import fetch_hf_snapshot
+
+    with pytest.raises(MissingWeightsError) as err:  # HF_HUB_OFFLINE=1 (conftest): the cache only
+        fetch_hf_snapshot("someone/missing", ["config.json"], "A test")
+    message = str(err.value)
+    assert "A test needs config.json of 'someone/missing'" in message
+    assert str(tmp_path / "hf" / "models--someone--missing") in message and "huggingface-cli download" in message
+
+
+def test_every_hint_names_real_flags_and_config_keys():
+    """The `needed_by` and `how` text of each pretrained file names only flags the real CLI parser
+    has and config keys the training schemas have (issue 17: hints named --fid-reference and
+    posterior_mean.source, which never existed)."""
+    import re
+
+    from omegaconf import OmegaConf
+
+    from latent_pmrf.cli.main import build_parser
+    from latent_pmrf.lightning.tasks import TASKS
+    from latent_pmrf.weights import WEIGHT_FILES
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    flags = {opt for sub in subparsers.values() for a in sub._actions for opt in a.option_strings}
+    keys = set()
+    for task in TASKS.values():
+        def walk(node, prefix=""):
+            for k, v in node.items():
+                keys.add(prefix + k)
+                if OmegaConf.is_dict(v):
+                    walk(v, f"{prefix}{k}.")
+        walk(OmegaConf.structured(task.schema()))
+    for w in WEIGHT_FILES.values():
+        text = re.sub(r"`huggingface-cli [^`]*`|with `--local-dir DIR`", "", f"{w.needed_by} {w.how_to_get}")
+        for flag in re.findall(r"(?<![\w-])--[a-z][a-z-]+", text):
+            assert flag in flags, f"{w.key}: {flag} is not a latent-pmrf flag"
+        for key in re.findall(r"\b([a-z_]+(?:\.[a-z_]+)+)=", text):
+            assert key in keys, f"{w.key}: {key} is not a config key"
+        for command in re.findall(r"^(\w[\w-]*) ", w.needed_by):
+            if command in ("evaluate", "restore", "reconstruct", "train"):
+                assert command in subparsers

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..lightning.fit import read_logged_metrics
+from ..metrics.registry import better
 
 
 def read_curve(run: str | Path, metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -54,15 +55,18 @@ def speedup(baseline: tuple[np.ndarray, np.ndarray], run: tuple[np.ndarray, np.n
 
 
 def plot_convergence(runs: list[str | Path], metric: str, out: str | Path, labels: list[str] | None = None,
-                     lower_is_better: bool = True) -> dict:
+                     lower_is_better: bool | None = None) -> dict:
     """Curves of ``metric`` vs step for each run; the speed-up of every run over the first
-    (the baseline) in the legend and the returned dict."""
+    (the baseline) in the legend and the returned dict. ``lower_is_better`` None: the metric
+    registry's direction for ``metric`` (``fid``, ``convergence/psnr``; lower for anything else)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     labels = labels or [Path(r).name for r in runs]
+    if lower_is_better is None:
+        lower_is_better = better(metric) != "higher"
     curves = [read_curve(r, metric) for r in runs]
     result = {"metric": metric, "baseline": labels[0], "speedups": {}}
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -1,5 +1,6 @@
 """The perception-distortion plane (Blau & Michaeli 2018): methods / checkpoints / step counts as
-labelled points and the Pareto front, both axes lower-is-better unless said otherwise."""
+labelled points and the Pareto front; which way each axis is better comes from the metric registry
+(a column that is no metric: lower)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-HIGHER_IS_BETTER = {"psnr", "ssim", "ms_ssim", "musiq", "clipiqa", "qalign"}
+from ..metrics.registry import HIGHER_IS_BETTER, better  # noqa: F401 (HIGHER_IS_BETTER: imported from here too)
 
 
 def pareto_front(x: np.ndarray, y: np.ndarray, x_lower_better: bool = True, y_lower_better: bool = True) -> np.ndarray:
@@ -41,14 +42,13 @@ def plot_pd(results_csv: str | Path, x: str, y: str, out: str | Path, label: str
     xs = np.array([float(r[x]) for r in rows])
     ys = np.array([float(r[y]) for r in rows])
     names = [r[label] for r in rows]
-    front = pareto_front(xs, ys, x not in HIGHER_IS_BETTER, y not in HIGHER_IS_BETTER)
+    front = pareto_front(xs, ys, better(x) != "higher", better(y) != "higher")
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.scatter(xs, ys, s=18)
     for xi, yi, name in zip(xs, ys, names):
         ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(4, 3), fontsize=7)
     ax.step(xs[front], ys[front], where="post", color="tab:red", linewidth=1, label="Pareto front")
-    better = {True: "higher is better", False: "lower is better"}
-    ax.set(xlabel=f"{x} ({better[x in HIGHER_IS_BETTER]})", ylabel=f"{y} ({better[y in HIGHER_IS_BETTER]})",
+    ax.set(xlabel=f"{x} ({better(x) or 'lower'} is better)", ylabel=f"{y} ({better(y) or 'lower'} is better)",
            title="perception-distortion plane")
     ax.legend()
     fig.tight_layout()

@@ -28,9 +28,16 @@ class Column:
     key: str  # our metric name, e.g. "fd_dinov2" for the paper's FID_DINOv2
     header: str  # the paper's header
     part: str  # "reconstruction" | "restoration"
-    better: str | None  # "higher" | "lower" | None (no arrow printed)
     digits: int | None  # printed decimals; None: a text column kept as printed ("159.8 + 15.7")
     source: str | None = None  # where the metric variant was read off the official code
+
+    @property
+    def better(self) -> str | None:
+        """Which way is better ("higher" / "lower"), from the metric registry; None (no arrow) for a
+        column that is no metric (runtime_s, params_m)."""
+        from ..metrics.registry import better
+
+        return better(self.key)
 
     def format(self, value: float | str) -> str:
         if self.digits is None:
@@ -77,13 +84,14 @@ def _get(mapping: object, key: str, types: type | tuple[type, ...], where: str, 
 
 def _column(raw: object, where: str, path: Path) -> Column:
     column = Column(key=_get(raw, "key", str, where, path), header=_get(raw, "header", str, where, path),
-                    part=_get(raw, "part", str, where, path), better=_get(raw, "better", str, where, path, True),
-                    digits=_get(raw, "digits", int, where, path, True),
+                    part=_get(raw, "part", str, where, path), digits=_get(raw, "digits", int, where, path, True),
                     source=_get(raw, "source", str, where, path, True) if "source" in raw else None)
+    unknown = sorted(set(raw) - {"key", "header", "part", "digits", "source"})
+    if unknown:
+        raise ValueError(f"{path}: {where} has unknown key(s) {', '.join(unknown)} (a column's arrow comes from "
+                         "the metric registry)")
     if column.part not in PARTS:
         raise ValueError(f"{path}: {where}.part must be one of {', '.join(PARTS)}, got {column.part!r}")
-    if column.better not in ARROWS:
-        raise ValueError(f"{path}: {where}.better must be higher, lower or null, got {column.better!r}")
     return column
 
 

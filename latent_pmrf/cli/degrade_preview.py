@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ..atomic import atomic_write
 from ..config import ConfigError
 from ..data.degradations import DEGRADATION_PRESETS, BFRDegradation
-from ..data.image_io import read_image
+from ..data.image_io import read_image, to_uint8
 
 DEFAULT_MAX_SIZE = 512
 # PIL's default font has no Greek glyphs; DegradationParams.describe() uses two of them.
@@ -91,7 +91,7 @@ def caption_grid(tiles: list[np.ndarray], captions: list[str], columns: int) -> 
     draw = ImageDraw.Draw(grid)
     for k, (tile, lines) in enumerate(zip(tiles, wrapped)):
         x, y = (k % columns) * w, (k // columns) * (h + strip)
-        grid.paste(Image.fromarray(np.rint(np.clip(tile, 0, 1) * 255).astype(np.uint8)), (x, y))
+        grid.paste(Image.fromarray(to_uint8(tile, value_range=(0, 1))), (x, y))
         for j, line in enumerate(lines):
             draw.text((x + 4, y + h + 3 + j * line_height), line, fill="black", font=font)
     return grid

@@ -11,29 +11,10 @@ console = Console(stderr=True)
 
 
 def _train(args: argparse.Namespace) -> None:
-    from ..config import load_config
-    from ..lightning.restoration_config import FlowTrainConfig, PosteriorMeanTrainConfig
-    from ..lightning.train_restoration import fit_flow, fit_posterior_mean
-    from ..lightning.train_vae import fit_vae
-    from ..lightning.vae_config import VAETrainConfig
-    from ..models.velocity import velocity_preset
-    from ..models.sim_vae import SimVAEConfig
-    from ..models.swinir import SwinIRConfig
+    from ..lightning.tasks import load_task_config, train
 
-    tasks = {
-        "vae": (VAETrainConfig, SimVAEConfig.preset, fit_vae),
-        "posterior_mean": (PosteriorMeanTrainConfig, SwinIRConfig.preset, fit_posterior_mean),
-        "flow": (FlowTrainConfig, {"model": velocity_preset, "posterior_mean.model": SwinIRConfig.preset},
-                 fit_flow),
-    }
-    from omegaconf import OmegaConf
-
-    task = OmegaConf.load(args.config).get("task", "vae")
-    if task not in tasks:
-        raise SystemExit(f"{args.config}: task {task!r} is not one of {sorted(tasks)}")
-    schema, presets, fit = tasks[task]
-    cfg = load_config(schema, args.config, args.overrides, presets=presets)
-    out = fit(cfg)
+    task, cfg = load_task_config(args.config, args.overrides)
+    out = train(task, cfg)
     console.print(f"[green]done[/green]: run directory {out}")
 
 
@@ -45,7 +26,7 @@ def _export_vae(args: argparse.Namespace) -> None:
 
 
 def _latent_stats(args: argparse.Namespace) -> None:
-    from ..models.latent_stats import estimate_latent_stats
+    from ..flow.latent_stats import estimate_latent_stats
 
     stats = estimate_latent_stats(args.vae, args.images, limit=args.limit, crop_size=args.crop_size,
                                   batch_size=args.batch_size, device=args.device, write=args.write)
@@ -89,7 +70,7 @@ def _plot_convergence(args: argparse.Namespace) -> None:
     from ..analysis.convergence import plot_convergence
 
     result = plot_convergence(args.runs, args.metric, args.out, labels=args.labels,
-                              lower_is_better=not args.higher_is_better)
+                              lower_is_better=False if args.higher_is_better else None)
     console.print_json(data=result)
     console.print(f"wrote {args.out}")
 
@@ -146,12 +127,30 @@ def _model_info(args: argparse.Namespace) -> None:
                   f"on input {tuple(info.input_shape)}")
 
 
+def _metrics(args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    from ..metrics.registry import SPECS
+
+    table = Table(title="metrics (latent_pmrf/metrics/registry.py)")
+    for col in ("name", "group", "better", "reference", "weights"):
+        table.add_column(col, overflow="fold")
+    for name, spec in SPECS.items():
+        info = spec.info
+        table.add_row(name, spec.group, "higher" if info.higher_is_better else "lower", info.reference,
+                      ", ".join(info.weights) or "-")
+    Console(width=160).print(table)
+
+
 def _table(args: argparse.Namespace) -> None:
     from .table import table_from_args
 
     markdown, paths = table_from_args(args, console)
     print(markdown, end="")
     console.print("wrote " + ", ".join(str(p) for p in paths))
+
+
+DEVICE_HELP = "cpu, cuda, cuda:N, ... (default auto: cuda when available)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=1000)
     p.add_argument("--crop-size", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--write", action="store_true", help="store the factors in the snapshot's config.json")
     p.set_defaults(func=_latent_stats)
 
@@ -205,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=25, help="Euler steps (paper: 25)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--save-posterior-mean", action="store_true", help="also write f(y), needed for IndRMSE")
     p.add_argument("--sampler", choices=["uniform", "flow_match_euler"],
                    help="Euler time grid (default: the checkpoint's `sampler`): uniform (PMRF) or the official "
@@ -219,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="image file or folder (searched recursively)")
     p.add_argument("--output", required=True, help="writes OUTPUT/<relative path>.png, the input sizes")
     p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--quantize", choices=["floor", "round"], default="floor",
                    help="8-bit levels: floor as the official test_vae.py (paper numbers), or round")
     p.set_defaults(func=_reconstruct)
@@ -229,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", required=True, help="logged column, e.g. val/fid")
     p.add_argument("--out", required=True)
     p.add_argument("--labels", nargs="+", help="one per run (default: folder names)")
-    p.add_argument("--higher-is-better", action="store_true", help="for PSNR-like metrics")
+    p.add_argument("--higher-is-better", action="store_true",
+                   help="for a column the metric table does not know (its direction is read from the table)")
     p.set_defaults(func=_plot_convergence)
 
     p = sub.add_parser("plot-pd", help="perception-distortion plane with the Pareto front from a results CSV")
@@ -245,16 +245,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt", help="ground truth, same relative file names (any image extension)")
     p.add_argument("--posterior-mean", help="posterior-mean outputs f(y), same file names (for ind_rmse)")
     p.add_argument("--metrics", default="psnr,ssim,ms_ssim,lpips_alex,dists,deg,lmd,musiq,qalign,fid,fd_dinov2,mmd_dinov2",
-                   help="comma-separated; known: " + ", ".join(_metric_names()))
+                   help="comma-separated metric names (`latent-pmrf metrics` lists them)")
     p.add_argument("--reference", help="image set for fid / fd_dinov2 / mmd_dinov2 (default: --gt); features cached")
     p.add_argument("--fid-stats", choices=["ffhq"], help="FID against clean-fid's FFHQ-70k 512² statistics")
     p.add_argument("--out", default="results.csv", help="results CSV (one row per --label; rows are kept)")
     p.add_argument("--label", help="row name in the results (default: the --pred folder name)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--skip-missing", action="store_true",
                    help="skip metrics whose weights or inputs are absent (listed with the reason) instead of failing")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("metrics", help="list the metric table: names, groups, directions, weight files")
+    p.set_defaults(func=_metrics)
 
     p = sub.add_parser("weights", help="pretrained files: `weights check` lists where each is expected and if present")
     p.add_argument("action", choices=["check"])
@@ -284,36 +287,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fid-stats", choices=["ffhq"], help="FID against clean-fid's FFHQ-70k 512² statistics")
     p.add_argument("--metrics", help="comma-separated metrics for the runs (default: the table's metric columns)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--skip-missing", action="store_true",
                    help="skip metrics whose weights or inputs are absent instead of failing")
     p.set_defaults(func=_table)
     return parser
 
 
-def _metric_names() -> tuple[str, ...]:
-    from ..metrics.registry import METRICS
-
-    return METRICS
-
-
 def _baseline_vae_names() -> tuple[str, ...]:
-    from ..models.baseline_vaes import BASELINE_VAES
+    from ..weights import BASELINE_VAE_RELEASES
 
-    return tuple(BASELINE_VAES)
+    return tuple(BASELINE_VAE_RELEASES)
 
 
-def _cuda() -> bool:
+def resolve_device(name: str) -> str:
+    """``auto`` -> cuda when available, else cpu; a CUDA device on a machine without one is a
+    clear error before any work."""
     import torch
 
-    return torch.cuda.is_available()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: this machine has no CUDA device (torch {torch.__version__}); "
+                         "use --device cpu")
+    return name
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)  # --help exits here, before torch is imported
     from ..data.image_io import ImageReadError
 
-    args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "device", None) is not None:
+            args.device = resolve_device(args.device)
         args.func(args)
     except (FileNotFoundError, ValueError, ImageReadError) as err:
         console.print(f"[red]error:[/red] {err}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +21,14 @@ import torch
 from PIL import Image
 from rich.console import Console
 
-from ..config import load_config
 from ..data.image_folder import to_tensor
-from ..data.image_io import read_image
+from ..data.image_io import read_image, to_uint8
 from ..lightning.export import export_vae
-from ..lightning.train_vae import fit_vae, last_checkpoint, read_logged_metrics
-from ..lightning.vae_config import VAETrainConfig
-from ..losses.lpips_net import LPIPS_TRUNK_FILES
-from ..losses.perceptual import VGG19_WEIGHTS_FILE
+from ..lightning.fit import last_checkpoint, read_logged_metrics
+from ..lightning.tasks import load_task_config, train
 from ..metrics.distortion import psnr
-from ..models.sim_vae import SimVAE, SimVAEConfig
+from ..models.sim_vae import SimVAE
+from ..weights import WEIGHT_FILES
 from .quickstart_report import evaluate_quickstart
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -58,12 +57,8 @@ def _stage_photos(data_dir: Path) -> tuple[Path, Path]:
                 raise FileNotFoundError(f"scikit-image photo {src / name} is missing; reinstall scikit-image")
             target = folder / (Path(name).stem + ".png")
             if not target.exists():
-                Image.fromarray((read_image(src / name) * 255).round().astype(np.uint8)).save(target)
+                Image.fromarray(to_uint8(read_image(src / name), (0, 1))).save(target)
     return train, val
-
-
-def _hub_file_present(name: str) -> bool:
-    return (Path(torch.hub.get_dir()) / "checkpoints" / name).is_file()
 
 
 def _plot_loss(run_dir: Path, out_png: Path) -> None:
@@ -84,25 +79,25 @@ def _plot_loss(run_dir: Path, out_png: Path) -> None:
     plt.close(fig)
 
 
-def _restore_held_out(out: Path, val_dir: Path, flow_run: Path, steps: int = 25) -> dict:
+def _restore_held_out(out: Path, val_dir: Path, flow_run: Path, degradation, steps: int = 25) -> dict:
     """Degrade the held-out photo (fixed seed), restore it, save LQ | f(y) | restored | GT."""
     from ..data.degradations import BFRDegradation
-    from ..lightning.flow_module import FlowModule
+    from ..flow import RestorationPipeline
 
-    module = FlowModule.from_checkpoint(last_checkpoint(flow_run))  # EMA weights, frozen nets included
-    deg = BFRDegradation.from_dict(dict(module.cfg.data.degradation, hflip_prob=0.0, gray_prob=0.0))
+    pipeline = RestorationPipeline.from_checkpoint(last_checkpoint(flow_run))  # EMA weights, frozen nets included
+    deg = BFRDegradation(replace(degradation, hflip_prob=0.0, gray_prob=0.0))
     image = read_image(val_dir / (Path(HELD_OUT).stem + ".png"))
     lq, gt = deg(image, np.random.default_rng(0))
-    m = module.size_multiple
+    m = pipeline.size_multiple
     h, w = (gt.shape[0] // m) * m, (gt.shape[1] // m) * m
     x_lq, x_gt = to_tensor(lq[:h, :w])[None], to_tensor(gt[:h, :w])[None]
-    restored, pm = module.restore(x_lq, steps, generator=torch.Generator().manual_seed(0))
+    restored, pm = pipeline.restore(x_lq, steps, generator=torch.Generator().manual_seed(0))
 
     def psnr_db(a: torch.Tensor) -> float:
         return float(psnr((a + 1) / 2, (x_gt + 1) / 2)[0])
 
     row = torch.cat([x_lq[0], pm[0], restored[0], x_gt[0]], dim=2).clamp(-1, 1)
-    Image.fromarray(((row + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()).save(out / "restoration.png")
+    Image.fromarray(to_uint8(row)).save(out / "restoration.png")
     return {"lq_psnr_db": psnr_db(x_lq), "posterior_mean_psnr_db": psnr_db(pm),
             "latent_pmrf_psnr_db": psnr_db(restored),
             "euler_steps": steps}
@@ -116,17 +111,17 @@ def run_quickstart(out: str | Path, max_steps: int = 600, restoration_steps: int
                  f"trainer.output_dir={out / 'vae'}", f"trainer.max_steps={max_steps}",
                  f"trainer.log_every_n_steps={min(10, max_steps)}"]
     skipped = {}
-    if not _hub_file_present(VGG19_WEIGHTS_FILE):
+    if not WEIGHT_FILES["vgg19"].present():
         overrides.append("loss.perceptual_weight=0")
-        skipped["perceptual_loss"] = f"{VGG19_WEIGHTS_FILE} not in {torch.hub.get_dir()}/checkpoints: trained with L1 + KL only"
-    use_lpips = _hub_file_present(LPIPS_TRUNK_FILES["vgg"])
+        skipped["perceptual_loss"] = f"{WEIGHT_FILES['vgg19'].path} not found: trained with L1 + KL only"
+    use_lpips = WEIGHT_FILES["vgg16"].present()
     if not use_lpips:
-        skipped["validation LPIPS-VGG"] = f"{LPIPS_TRUNK_FILES['vgg']} not in {torch.hub.get_dir()}/checkpoints"
+        skipped["validation LPIPS-VGG"] = f"{WEIGHT_FILES['vgg16'].path} not found"
     for what, why in skipped.items():
         console.print(f"[yellow]note[/yellow]: {what} skipped: {why}")
 
-    cfg = load_config(VAETrainConfig, CONFIG, overrides, presets=SimVAEConfig.preset)
-    run_dir = fit_vae(cfg, val_lpips=use_lpips)
+    vae_task, cfg = load_task_config(CONFIG, overrides)
+    run_dir = train(vae_task, cfg, val_lpips=use_lpips)
     export_dir, used_ema = export_vae(last_checkpoint(run_dir), out / "vae_export")
 
     # Reconstruct the held-out photo with the exported (EMA) weights, read back from disk.
@@ -140,29 +135,23 @@ def run_quickstart(out: str | Path, max_steps: int = 600, restoration_steps: int
     pred, gt = (recon[0] + 1) / 2, (x[0] + 1) / 2
     held_out_psnr = float(psnr(pred[None], gt[None])[0])  # RGB, 8-bit grid, as the paper's evaluation
     side_by_side = torch.cat([gt, pred], dim=2).permute(1, 2, 0).numpy()
-    Image.fromarray((side_by_side * 255).round().astype(np.uint8)).save(out / "reconstruction.png")
+    Image.fromarray(to_uint8(side_by_side, (0, 1))).save(out / "reconstruction.png")
     _plot_loss(run_dir, out / "loss_curve.png")
 
     # Posterior mean, then the latent flow on top of the exported VAE and that posterior mean.
-    from ..lightning.restoration_config import FlowTrainConfig, PosteriorMeanTrainConfig
-    from ..lightning.train_restoration import fit_flow, fit_posterior_mean
-    from ..models.velocity import velocity_preset
-    from ..models.swinir import SwinIRConfig
-
     data = [f"data.train=[{{root: {train_dir}}}]", f"data.val_dir={val_dir}",
             f"trainer.max_steps={restoration_steps}", f"trainer.val_every_n_steps={restoration_steps}",
             "trainer.progress_bar=true"]
-    pm_cfg = load_config(PosteriorMeanTrainConfig, CONFIGS / "posterior_mean" / "quickstart.yaml",
-                         [*data, f"trainer.output_dir={out / 'posterior_mean'}"], presets=SwinIRConfig.preset)
-    pm_run = fit_posterior_mean(pm_cfg)
-    flow_cfg = load_config(FlowTrainConfig, CONFIGS / "latent_pmrf" / "quickstart.yaml",
-                           [*data, f"trainer.output_dir={out / 'latent_pmrf'}", f"vae={export_dir}",
-                            f"posterior_mean.checkpoint={last_checkpoint(pm_run)}"],
-                           presets={"model": velocity_preset, "posterior_mean.model": SwinIRConfig.preset})
-    flow_run = fit_flow(flow_cfg)
-    restoration = _restore_held_out(out, val_dir, flow_run)
+    pm_task, pm_cfg = load_task_config(CONFIGS / "posterior_mean" / "quickstart.yaml",
+                                       [*data, f"trainer.output_dir={out / 'posterior_mean'}"])
+    pm_run = train(pm_task, pm_cfg)
+    flow_task, flow_cfg = load_task_config(CONFIGS / "latent_pmrf" / "quickstart.yaml",
+                                           [*data, f"trainer.output_dir={out / 'latent_pmrf'}", f"vae={export_dir}",
+                                            f"posterior_mean.checkpoint={last_checkpoint(pm_run)}"])
+    flow_run = train(flow_task, flow_cfg)
+    restoration = _restore_held_out(out, val_dir, flow_run, flow_cfg.data.degradation)
     report = evaluate_quickstart(out, val_dir / (Path(HELD_OUT).stem + ".png"), flow_run,
-                                 dict(flow_cfg.data.degradation), console)
+                                 flow_cfg.data.degradation, console)
 
     metrics = {
         "held_out_image": HELD_OUT,

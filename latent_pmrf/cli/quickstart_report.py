@@ -12,6 +12,7 @@ four images run the real computation but are not meaningful at this size.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,9 @@ from PIL import Image
 from rich.console import Console
 
 from ..analysis.convergence import plot_convergence
-from ..analysis.pareto import HIGHER_IS_BETTER, plot_pd
-from ..data.image_io import read_image
+from ..analysis.pareto import plot_pd
+from ..data.degradations import DegradationConfig
+from ..data.image_io import read_image, to_uint8
 from ..lightning.fit import last_checkpoint
 from ..metrics.evaluate import evaluate_folders
 from ..metrics.registry import METRICS
@@ -34,11 +36,11 @@ QUICKSTART_METRICS = [m for m in METRICS if m != "qalign"]
 PERCEPTION_AXIS = ("fid", "fd_dinov2", "mmd_dinov2", "dists", "lpips_alex", "lpips_vgg", "piqe")
 
 
-def _eval_set(photo: Path, degradation: dict, folder: Path) -> tuple[Path, Path]:
+def _eval_set(photo: Path, degradation: DegradationConfig, folder: Path) -> tuple[Path, Path]:
     """Degraded (seed i) and clean 256² crops of ``photo`` in folder/lq and folder/gt."""
     from ..data.degradations import BFRDegradation
 
-    deg = BFRDegradation.from_dict(dict(degradation, hflip_prob=0.0, gray_prob=0.0))
+    deg = BFRDegradation(replace(degradation, hflip_prob=0.0, gray_prob=0.0))
     image = read_image(photo)
     lq_dir, gt_dir = folder / "lq", folder / "gt"
     lq_dir.mkdir(parents=True, exist_ok=True)
@@ -47,11 +49,11 @@ def _eval_set(photo: Path, degradation: dict, folder: Path) -> tuple[Path, Path]
     for i, (y, x) in enumerate(corners):
         lq, gt = deg(image[y:y + CROP, x:x + CROP], np.random.default_rng(i))
         for d, im in ((lq_dir, lq), (gt_dir, gt)):
-            Image.fromarray((np.clip(im, 0, 1) * 255).round().astype(np.uint8)).save(d / f"crop_{i}.png")
+            Image.fromarray(to_uint8(im, (0, 1))).save(d / f"crop_{i}.png")
     return lq_dir, gt_dir
 
 
-def evaluate_quickstart(out: Path, photo: Path, flow_run: Path, degradation: dict, console: Console) -> dict:
+def evaluate_quickstart(out: Path, photo: Path, flow_run: Path, degradation: DegradationConfig, console: Console) -> dict:
     """Restore, evaluate (results.csv/.md/.json), plot ``pd.png`` and ``convergence.png``."""
     folder = out / "eval"
     lq_dir, gt_dir = _eval_set(photo, degradation, folder)
@@ -83,7 +85,6 @@ def evaluate_quickstart(out: Path, photo: Path, flow_run: Path, degradation: dic
 
     curve_metric = next((m for m in ("fid", "dists", "mmd_dinov2", "psnr") if m in computed), "psnr")
     curve = plot_convergence([flow_run / "convergence.csv"], curve_metric, out / "convergence.png",
-                             labels=["Latent-PMRF (quickstart)"],
-                             lower_is_better=curve_metric not in HIGHER_IS_BETTER)
+                             labels=["Latent-PMRF (quickstart)"])  # direction from the metric table
     return {"results_csv": str(results), "table_markdown": results.with_suffix(".md").read_text(),
             "metrics": computed, "skipped": skipped, "pd_axes": ["psnr", y_axis], "convergence_metric": curve["metric"]}

@@ -13,9 +13,10 @@ from rich.console import Console
 from rich.progress import Progress
 
 from ..atomic import atomic_write
-from ..data.image_io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image
-from ..lightning.flow_module import FlowModule
+from ..data.image_io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, to_uint8
+from ..flow.pipeline import load_restoration
 from ..models.swinir import pad_to_multiple
+from ..seeding import torch_generator
 
 
 @dataclass
@@ -26,7 +27,7 @@ class RestoreSummary:
 
 def save_png(image: torch.Tensor, path: Path) -> None:
     """(3, H, W) in [-1, 1] -> 8-bit RGB PNG, written atomically."""
-    arr = ((image.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    arr = to_uint8(image)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"))
 
@@ -39,15 +40,6 @@ def input_files(source: Path) -> tuple[Path, list[Path]]:
             raise ValueError(f"{source}: not an image file ({', '.join(IMAGE_EXTENSIONS)})")
         return source.parent, [source]
     raise FileNotFoundError(f"input not found: {source}")
-
-
-def load_restorer(ckpt: str | Path) -> FlowModule:
-    """A flow training checkpoint (``.ckpt``), or PMRF's released model (its folder or
-    ``model.safetensors``: Table 4's PMRF row from the released weights)."""
-    path = Path(ckpt)
-    if path.suffix == ".ckpt":
-        return FlowModule.from_checkpoint(path)
-    return FlowModule.from_pmrf_release(path)
 
 
 def run_in_size_batches(items: list[tuple[object, Path]], multiple: int, batch_size: int,
@@ -94,18 +86,18 @@ def restore(ckpt: str | Path, source: str | Path, output: str | Path, steps: int
     depend on the batch size. An unreadable file is reported and skipped; the rest still run.
     ``sampler`` chooses the Euler time grid (default: the checkpoint config's)."""
     console = console or Console(stderr=True)
-    module = load_restorer(ckpt).to(device)
+    pipeline = load_restoration(ckpt).to(device)
     root, files = input_files(Path(source))
     output = Path(output)
     summary = RestoreSummary()
-    multiple = module.size_multiple
+    multiple = pipeline.size_multiple
 
     def run(batch: list[tuple[tuple[int, Path], np.ndarray]]) -> None:
         x = torch.stack([pad_to_multiple(torch.from_numpy(im).permute(2, 0, 1)[None] * 2 - 1, multiple)[0]
                          for _, im in batch]).to(device)
-        gens = [torch.Generator(device=device).manual_seed(seed * 1_000_003 + i) for (i, _), _ in batch]
-        restored, pm = module.restore(x, steps, generator=gens, sampler=sampler)
-        for ((_, path), im), out, mean in zip(batch, restored, pm):
+        gens = [torch_generator(seed, i, device=device) for (i, _), _ in batch]
+        restored, posterior_mean = pipeline.restore(x, steps, generator=gens, sampler=sampler)
+        for ((_, path), im), out, mean in zip(batch, restored, posterior_mean):
             h, w = im.shape[:2]
             rel = path.relative_to(root).with_suffix(".png")
             save_png(out[:, :h, :w], output / "restored" / rel)

@@ -3,7 +3,6 @@
 * ``PairedOnlineDataset`` -- HQ folders, LQ synthesised on the fly by a ``BFRDegradation``
   (training on FFHQ-512 / LSDIR crops; validation with fixed LQ).
 * ``PairedFolderDataset`` -- precomputed LQ/GT pairs, matched by relative path (CelebA-Test).
-* ``LQFolderDataset``     -- LQ only (real-world sets: LFW-Test, WebPhoto-Test, WIDER-Test).
 
 Items are dicts of (3, H, W) tensors in [-1, 1] plus bookkeeping (``index``, ``path``,
 ``skipped``).
@@ -86,20 +85,4 @@ class PairedFolderDataset(Dataset):
         if lq.shape != gt.shape:
             raise ValueError(f"size mismatch: {lq_path} is {lq.shape[1]}x{lq.shape[0]}, "
                              f"{gt_path} is {gt.shape[1]}x{gt.shape[0]}")
-        return {"lq": to_tensor(lq), "gt": to_tensor(gt), "path": self._key(lq_path, self.lq_root)}
-
-
-class LQFolderDataset(Dataset):
-    """LQ images only (real-world test sets); ``path`` is relative to ``root``, without suffix."""
-
-    def __init__(self, root: str | Path, limit: int | None = None, on_read_error: str = "raise"):
-        self.root = Path(root)
-        self.images = ImageFiles(list_images(self.root, limit), on_read_error)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> dict:
-        image, path, skipped = self.images.read(index)
-        return {"lq": to_tensor(image), "path": path.relative_to(self.root).with_suffix("").as_posix(),
-                "skipped": skipped}
+        return {"lq": to_tensor(lq), "gt": to_tensor(gt), "path": self._key(lq_path, self.lq_root), "index": index}

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -37,6 +38,7 @@ COLOR_JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
 class DegradationConfig:
     """Every range and probability of the pipeline; a step with probability 0 is skipped."""
 
+    preset: Optional[str] = None  # the preset these values started from (DEGRADATION_PRESETS), if any
     hflip_prob: float = 0.5
     # blur (BasicSR random_mixed_kernels with bivariate Gaussians)
     blur_prob: float = 1.0
@@ -96,6 +98,13 @@ DEGRADATION_PRESETS: dict[str, dict] = {
 }
 
 
+def degradation_preset(name: str, **overrides) -> DegradationConfig:
+    """The config of a named preset (``data.degradation.preset`` in a training config)."""
+    if name not in DEGRADATION_PRESETS:
+        raise KeyError(f"unknown degradation preset {name!r}; available: {sorted(DEGRADATION_PRESETS)}")
+    return DegradationConfig(**{"preset": name, **DEGRADATION_PRESETS[name], **overrides})
+
+
 @dataclass
 class DegradationParams:
     """One draw of every random choice except the noise image (drawn in ``apply``)."""
@@ -152,9 +161,7 @@ class BFRDegradation:
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> BFRDegradation:
-        if name not in DEGRADATION_PRESETS:
-            raise KeyError(f"unknown degradation preset {name!r}; available: {sorted(DEGRADATION_PRESETS)}")
-        return cls(DegradationConfig(**{**DEGRADATION_PRESETS[name], **overrides}))
+        return cls(degradation_preset(name, **overrides))
 
     @classmethod
     def from_dict(cls, values: dict) -> BFRDegradation:

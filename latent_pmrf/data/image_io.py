@@ -1,5 +1,6 @@
-"""Reading images of any common kind as RGB float arrays in [0, 1]: the one reading path that
-every dataset, data_prep script and command of the repository uses."""
+"""Reading images of any common kind as RGB float arrays in [0, 1], and turning images back into
+8-bit arrays: the one reading path and the one 8-bit conversion that every dataset, data_prep script
+and command of the repository uses."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -74,3 +76,18 @@ def _decode_high_bit_depth(data: bytes) -> np.ndarray | None:
     if arr.shape[2] == 4:
         arr = arr[..., :3]
     return np.ascontiguousarray(arr[..., ::-1]) if arr.shape[2] == 3 else np.repeat(arr[..., :1], 3, axis=2)
+
+
+def to_uint8(image: torch.Tensor | np.ndarray, value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
+    """Image(s) with values in ``value_range`` -> 8-bit levels, channels last: ``round(255·u)`` of
+    u = (image - low) / (high - low) clamped to [0, 1], rounding half to even.
+
+    A tensor is channels-first (the models' layout): (C, H, W) -> (H, W, C), (B, C, H, W) ->
+    (B, H, W, C). A NumPy array is channels-last already (``read_image``'s layout) and keeps its shape.
+    """
+    low, high = value_range
+    if isinstance(image, torch.Tensor):
+        unit = ((image.detach().float() - low) / (high - low)).clamp(0, 1)
+        return torch.round(unit * 255).to(torch.uint8).movedim(-3, -1).cpu().numpy()
+    unit = np.clip((np.asarray(image) - low) / (high - low), 0, 1)
+    return np.rint(unit * 255).astype(np.uint8)

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Sampler
 
+from ..seeding import torch_generator
+
 
 class EpochIndexSampler(Sampler[tuple[int, int]]):
     """Yields ``(epoch, index)``; this rank's share of a permutation seeded by ``(seed, epoch)``.
@@ -42,7 +44,7 @@ class EpochIndexSampler(Sampler[tuple[int, int]]):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            g = torch_generator(self.seed, self.epoch)
             order = torch.randperm(self.length, generator=g).tolist()
         else:
             order = list(range(self.length))

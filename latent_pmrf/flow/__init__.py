@@ -1,8 +1,9 @@
 """Posterior-Mean Rectified Flow in latent or pixel space (paper Sec. 2.2-3.1)."""
 
+from .pipeline import RestorationPipeline, load_restoration
 from .rectified_flow import flow_matching_loss, interpolate, stratified_uniform
 from .sampler import sample_euler
 from .spaces import LatentSpace, PixelSpace, source_sample
 
-__all__ = ["LatentSpace", "PixelSpace", "flow_matching_loss", "interpolate", "sample_euler", "source_sample",
-           "stratified_uniform"]
+__all__ = ["LatentSpace", "PixelSpace", "RestorationPipeline", "flow_matching_loss", "interpolate",
+           "load_restoration", "sample_euler", "source_sample", "stratified_uniform"]

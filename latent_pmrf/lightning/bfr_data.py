@@ -20,10 +20,8 @@ class BFRDataModule(L.LightningDataModule):
         super().__init__()
         if not cfg.train:
             raise ValueError("data.train lists no HQ image folders: add at least one {root: DIR}")
-        if cfg.val_lq_dir and not cfg.val_dir:
-            raise ValueError("data.val_lq_dir needs data.val_dir (the ground truth it is paired with)")
         self.cfg = cfg
-        self.degradation = BFRDegradation.from_dict(dict(cfg.degradation))
+        self.degradation = BFRDegradation(cfg.degradation)
 
     def setup(self, stage: str | None = None) -> None:
         c = self.cfg

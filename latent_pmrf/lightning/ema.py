@@ -1,7 +1,8 @@
 """Exponential moving average of the trained network only (frozen VAEs, posterior-mean models and
 loss networks are neither copied nor averaged).
 
-The LightningModule names its trained submodule in ``ema_target`` (e.g. ``"vae"``, ``"velocity"``).
+The LightningModule names its trained submodule in ``ema_target`` (e.g. ``"vae"``,
+``"pipeline.velocity"``).
 The average is swapped in for validation, copied into the model when training ends, and stored as
 the checkpoint's ``state_dict`` entries of that submodule, so every consumer of a checkpoint
 (``export-vae``, ``restore``) gets EMA weights; the live weights go to ``current_model_state``
@@ -46,10 +47,13 @@ class EMA(L.Callback):
 
     @staticmethod
     def _target(pl_module: L.LightningModule) -> tuple[str, nn.Module]:
+        """(dotted name, module) of the submodule named by the module's ``ema_target``."""
         name = getattr(pl_module, "ema_target", None)
-        if not isinstance(name, str) or not isinstance(getattr(pl_module, name, None), nn.Module):
-            raise AttributeError(f"{type(pl_module).__name__} must name its trained submodule in `ema_target`")
-        return name, getattr(pl_module, name)
+        try:
+            return name, pl_module.get_submodule(name)
+        except (AttributeError, TypeError) as err:
+            raise AttributeError(f"{type(pl_module).__name__} must name its trained submodule in `ema_target`, "
+                                 f"got {name!r}") from err
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":

@@ -8,7 +8,7 @@ import torch
 
 from ..config import from_dict
 from ..models.sim_vae import SimVAE, SimVAEConfig
-from ..models.vae_hub import check_state_dict
+from ..models.state_dict import load_strict
 
 
 def export_vae(ckpt_path: str | Path, out_dir: str | Path) -> tuple[Path, bool]:
@@ -28,6 +28,5 @@ def export_vae(ckpt_path: str | Path, out_dir: str | Path) -> tuple[Path, bool]:
         raise ValueError(f"{ckpt_path}: no hyper_parameters.config.model: not a latent-pmrf VAE checkpoint") from err
     state = {k.removeprefix("vae."): v for k, v in ckpt["state_dict"].items() if k.startswith("vae.")}
     vae = SimVAE(model_cfg)
-    check_state_dict(vae, state, str(ckpt_path))
-    vae.load_state_dict(state, strict=True)
+    load_strict(vae, state, str(ckpt_path))
     return vae.save_pretrained(out_dir), "current_model_state" in ckpt

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -45,11 +44,16 @@ def read_logged_metrics(output_dir: str | Path) -> list[dict[str, str]]:
     return rows
 
 
-def fit(cfg, build_module: Callable[[], L.LightningModule], build_datamodule: Callable[[], L.LightningDataModule],
-        ema_decay: float | None,
-        ema_warmup: bool = True, grad_clip: float | None = None, callbacks: list | None = None,
-        use_distributed_sampler: bool = True) -> Path:
-    """Train until ``cfg.trainer.max_steps``; returns the output directory.
+class StepProgressBar(RichProgressBar):
+    """Rich progress bar whose title counts epochs without a total: step-bounded runs have no
+    epoch limit (Lightning's own title reads "Epoch 9/-2" then)."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return f"Epoch {current_epoch} (step limit {self.trainer.max_steps})"
+
+
+def fit(task, cfg, **extras) -> Path:
+    """Train ``task`` (``tasks.TASKS``) until ``cfg.trainer.max_steps``; returns the output directory.
 
     With ``trainer.resume`` (default) an existing ``checkpoints/last.ckpt`` is continued, so a
     re-run of the same command after a crash or pre-emption loses at most
@@ -59,21 +63,22 @@ def fit(cfg, build_module: Callable[[], L.LightningModule], build_datamodule: Ca
     The module and datamodule are built after seeding with ``trainer.seed``, so weight
     initialisation is reproducible; each rank then continues with its own seed (``PerRankSeed``).
     """
-    t = cfg.trainer
+    t, o = cfg.trainer, cfg.optim
     out = Path(t.output_dir)
+    L.seed_everything(t.seed, workers=True, verbose=False)
+    module, datamodule, callbacks = task.build(cfg, **extras)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "config.yaml", to_yaml(cfg))
-    L.seed_everything(t.seed, workers=True, verbose=False)
-    module, datamodule = build_module(), build_datamodule()
 
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="step{step:08d}", auto_insert_metric_name=False,
                                  every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=1, save_last=True,
                                  save_on_train_epoch_end=True)
-    callbacks = [PerRankSeed(t.seed), *(callbacks or []), checkpoint, LearningRateMonitor("step")]
-    if ema_decay is not None:
-        callbacks.insert(0, EMA(ema_decay, ema_warmup))
+    callbacks = [PerRankSeed(t.seed), *callbacks, checkpoint, LearningRateMonitor("step")]
+    if o.ema_decay is not None:
+        callbacks.insert(0, EMA(o.ema_decay, o.ema_warmup))
     if t.progress_bar:
-        callbacks.append(RichProgressBar())
+        callbacks.append(StepProgressBar())
+    validate = t.val_every_n_steps > 0
     trainer = L.Trainer(
         default_root_dir=out,
         max_steps=t.max_steps,
@@ -83,9 +88,10 @@ def fit(cfg, build_module: Callable[[], L.LightningModule], build_datamodule: Ca
         strategy=t.strategy,
         precision=t.precision,
         accumulate_grad_batches=t.accumulate_grad_batches,
-        gradient_clip_val=grad_clip,
+        gradient_clip_val=o.grad_clip,
         # val_check_interval counts batches; one optimizer step takes accumulate_grad_batches of them.
-        val_check_interval=t.val_every_n_steps * t.accumulate_grad_batches,
+        val_check_interval=t.val_every_n_steps * t.accumulate_grad_batches if validate else None,
+        limit_val_batches=None if validate else 0,
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
         log_every_n_steps=t.log_every_n_steps,
@@ -93,7 +99,7 @@ def fit(cfg, build_module: Callable[[], L.LightningModule], build_datamodule: Ca
         logger=[CSVLogger(out, name="csv"), TensorBoardLogger(out, name="tensorboard", version="")],
         enable_progress_bar=t.progress_bar,
         enable_model_summary=t.progress_bar,
-        use_distributed_sampler=use_distributed_sampler,
+        use_distributed_sampler=task.use_distributed_sampler,
     )
     last = last_checkpoint(out)
     resume_from = last if t.resume and last.is_file() else None

@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ..data.degradations import DegradationConfig, degradation_preset
 from ..models.hdit import HDiTConfig
 from ..models.looformer import LooUFormerConfig
 from ..models.velocity import VELOCITY_FAMILIES, velocity_config_class, velocity_preset
 from ..models.swinir import SwinIRConfig
-from .vae_config import ImageSourceConfig, TrainerConfig
+from .trainer_config import ImageSourceConfig, TrainerConfig, check_on_read_error
 
 
 @dataclass
@@ -26,12 +27,25 @@ class BFRDataConfig:
     val_lq_dir: Optional[str] = None
     val_limit: Optional[int] = 16
     crop_size: Optional[int] = None  # None: whole images (FFHQ-512 is already 512²)
-    degradation: dict[str, Any] = field(default_factory=lambda: {"preset": "difface"})
+    degradation: DegradationConfig = field(default_factory=lambda: degradation_preset("difface"))
     seed: int = 0
     batch_size: int = 8  # per device
     val_batch_size: int = 4
     num_workers: int = 8
     on_read_error: str = "skip"
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "val_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("crop_size", "val_limit"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"data.{name} must be >= 1 or null, got {getattr(self, name)}")
+        if self.num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        if self.val_lq_dir and not self.val_dir:
+            raise ValueError("data.val_lq_dir needs data.val_dir (the ground truth it is paired with)")
+        check_on_read_error(self.on_read_error)
 
 
 @dataclass
@@ -119,7 +133,7 @@ class FlowTrainConfig:
     # The velocity net: any family of models/velocity.py, chosen by `model.preset` (default: the
     # official release's LooUFormer, Table 4's 151.2 M; `hdit_latent_pmrf` is k-diffusion's HDiT).
     model: Any = field(default_factory=lambda: velocity_preset("latent_pmrf_official"))
-    val_steps: int = 50  # Euler steps for validation samples (25 at inference)
+    val_euler_steps: int = 50  # Euler steps for validation samples (25 at inference)
     # Euler time grid of validation, convergence and `restore` (flow/sampler.py): "uniform" (PMRF)
     # or "flow_match_euler" (the official Latent-PMRF pipeline's diffusers scheduler).
     sampler: str = "uniform"

@@ -12,15 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..models.sim_vae import SimVAEConfig
-
-PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
-
-
-@dataclass
-class ImageSourceConfig:
-    root: str = "???"
-    limit: Optional[int] = None  # first N images in sorted order (FFHQ: 10000)
-
+from .trainer_config import ImageSourceConfig, TrainerConfig, check_on_read_error
 
 @dataclass
 class VAEDataConfig:
@@ -37,8 +29,12 @@ class VAEDataConfig:
     on_read_error: str = "skip"  # unreadable training image: "skip" (warn, count, use the next) or "raise"
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"data.batch_size must be >= 1, got {self.batch_size}")
+        for name in ("batch_size", "val_batch_size", "repeat"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        check_on_read_error(self.on_read_error)
         for name in ("crop_size", "val_crop_size"):
             if getattr(self, name) % 8:
                 raise ValueError(f"data.{name} must be a multiple of 8 (the VAE's downsampling), got {getattr(self, name)}")
@@ -75,30 +71,6 @@ class VAEOptimConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
     ema_warmup: bool = True
-
-
-@dataclass
-class TrainerConfig:
-    output_dir: str = "runs/sim_vae"
-    max_steps: int = 150_000
-    accelerator: str = "auto"
-    devices: Any = "auto"
-    num_nodes: int = 1
-    strategy: str = "auto"  # Lightning picks DDP when devices x num_nodes > 1
-    precision: str = "32-true"
-    accumulate_grad_batches: int = 1
-    val_every_n_steps: int = 2000
-    checkpoint_every_n_steps: int = 2000
-    log_every_n_steps: int = 50
-    seed: int = 0
-    resume: bool = True  # continue from output_dir/checkpoints/last.ckpt when it exists
-    progress_bar: bool = True
-
-    def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"trainer.precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.max_steps < 1:
-            raise ValueError(f"trainer.max_steps must be >= 1, got {self.max_steps}")
 
 
 @dataclass

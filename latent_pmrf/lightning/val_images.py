@@ -1,4 +1,5 @@
-"""Validation bookkeeping shared by the restoration modules: PSNR/SSIM on [0, 1] and an image grid."""
+"""Validation bookkeeping shared by the restoration modules: PSNR/SSIM with ``latent-pmrf evaluate``'s
+convention and an image grid."""
 
 from __future__ import annotations
 
@@ -7,17 +8,21 @@ from pathlib import Path
 import lightning as L
 import torch
 import torchvision
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+from PIL import Image
+
+from ..data.image_io import to_uint8
+from ..metrics.base import to_unit_8bit
+from ..metrics.distortion import psnr, ssim
 
 
 def log_psnr_ssim(module: L.LightningModule, pred: torch.Tensor, gt: torch.Tensor) -> None:
-    """``val/psnr`` and ``val/ssim`` of images in [-1, 1] (clamped), averaged over images."""
-    p, g = (pred.float().clamp(-1, 1) + 1) / 2, (gt.float() + 1) / 2
+    """``val/psnr`` and ``val/ssim`` of images in [-1, 1] (clamped), averaged over images: the
+    ``psnr`` / ``ssim`` metrics of ``latent-pmrf evaluate`` (BasicSR's, on the 8-bit grid) of the
+    images as their PNGs would hold them."""
+    p, g = to_unit_8bit(pred), to_unit_8bit(gt)
     n = p.shape[0]
-    psnr = peak_signal_noise_ratio(p, g, data_range=1.0, reduction="none", dim=(1, 2, 3))
-    ssim = structural_similarity_index_measure(p, g, data_range=1.0, reduction="none")
-    module.log("val/psnr", psnr.mean(), batch_size=n, sync_dist=True)
-    module.log("val/ssim", ssim.mean(), batch_size=n, sync_dist=True)
+    module.log("val/psnr", psnr(p, g).mean().float(), batch_size=n, sync_dist=True)
+    module.log("val/ssim", ssim(p, g).mean().float(), batch_size=n, sync_dist=True)
 
 
 def save_grid(module: L.LightningModule, rows: list[torch.Tensor], name: str, tag: str | None = None) -> Path | None:
@@ -29,7 +34,7 @@ def save_grid(module: L.LightningModule, rows: list[torch.Tensor], name: str, ta
     grid = torchvision.utils.make_grid(((torch.cat(rows).float().cpu().clamp(-1, 1)) + 1) / 2, nrow=k)
     out = Path(module.trainer.default_root_dir) / "samples" / f"{name}_step{module.global_step:08d}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
-    torchvision.utils.save_image(grid, out)
+    Image.fromarray(to_uint8(grid, (0, 1))).save(out)  # rounds as restore's PNGs do
     for logger in module.loggers:
         if hasattr(logger.experiment, "add_image"):
             logger.experiment.add_image(tag or f"val/{name}", grid, module.global_step)

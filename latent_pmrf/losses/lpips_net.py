@@ -11,16 +11,17 @@ import warnings
 
 from torch import nn
 
-from ..hub_files import torch_hub_checkpoint
+from ..weights import WEIGHT_FILES, require
 
-LPIPS_TRUNK_FILES = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pth"}
+LPIPS_TRUNK_WEIGHTS = {"vgg": "vgg16", "alex": "alexnet"}  # net -> key of weights.WEIGHT_FILES
+LPIPS_TRUNK_FILES = {net: WEIGHT_FILES[key].filename for net, key in LPIPS_TRUNK_WEIGHTS.items()}
 
 
 def build_lpips(net: str = "vgg") -> nn.Module:
     """Frozen ``lpips.LPIPS``; inputs in [-1, 1], output (B, 1, 1, 1)."""
-    if net not in LPIPS_TRUNK_FILES:
-        raise ValueError(f"LPIPS net must be one of {sorted(LPIPS_TRUNK_FILES)}, got {net!r}")
-    torch_hub_checkpoint(LPIPS_TRUNK_FILES[net], f"LPIPS ({net})")
+    if net not in LPIPS_TRUNK_WEIGHTS:
+        raise ValueError(f"LPIPS net must be one of {sorted(LPIPS_TRUNK_WEIGHTS)}, got {net!r}")
+    require(LPIPS_TRUNK_WEIGHTS[net], f"LPIPS ({net})")
     import lpips
 
     with warnings.catch_warnings():  # torchvision's deprecated `pretrained=` argument inside lpips

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..hub_files import torch_hub_checkpoint
+from ..models.state_dict import load_strict
+from ..weights import WEIGHT_FILES, require
 
 # Layer names of torchvision's vgg19().features, in order (BasicSR's naming).
 VGG19_LAYERS = [
@@ -22,7 +23,7 @@ VGG19_LAYERS = [
     "conv4_1", "relu4_1", "conv4_2", "relu4_2", "conv4_3", "relu4_3", "conv4_4", "relu4_4", "pool4",
     "conv5_1", "relu5_1", "conv5_2", "relu5_2", "conv5_3", "relu5_3", "conv5_4", "relu5_4", "pool5",
 ]
-VGG19_WEIGHTS_FILE = "vgg19-dcbb9e9d.pth"  # torchvision's VGG19_Weights.IMAGENET1K_V1
+VGG19_WEIGHTS_FILE = WEIGHT_FILES["vgg19"].filename  # torchvision's VGG19_Weights.IMAGENET1K_V1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -33,8 +34,8 @@ def vgg19_features(pretrained: bool) -> nn.Sequential:
 
     vgg = torchvision.models.vgg19(weights=None)
     if pretrained:
-        path = torch_hub_checkpoint(VGG19_WEIGHTS_FILE, "The VGG19 perceptual loss")
-        vgg.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        path = require("vgg19", "The VGG19 perceptual loss")
+        load_strict(vgg, torch.load(path, map_location="cpu", weights_only=True), str(path))
     # torchvision's ReLUs are in place: they would overwrite a stored conv output with its
     # post-ReLU values. BasicSR's VGGFeatureExtractor (the official loss) compares pre-ReLU maps.
     for i, layer in enumerate(vgg.features):

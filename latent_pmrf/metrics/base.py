@@ -10,8 +10,12 @@ Two shapes cover every metric of the paper's Sec. 4.1 / Table 4:
 * :class:`FeatureMetric`: a distance between two image *sets* computed from per-image features
   (FID, FD-DINOv2, MMD-DINOv2); ``features`` embeds a batch, ``distance`` compares two feature sets.
 
-Images reach a metric as (B, 3, H, W) float tensors in [0, 1], RGB, on the metric's device, so the
-8-bit values are recoverable exactly (x·255 rounds back to the file's integers).
+Images reach a metric as (B, 3, H, W) float tensors in [0, 1], RGB, on the 8-bit grid: the values
+an image file holds (x·255 rounds back to the file's integers). ``to_unit_8bit`` puts a network's
+[-1, 1] output there exactly as a saved PNG would hold it, so training-time numbers equal
+``latent-pmrf evaluate``'s on the written files.
+
+Each metric's ``info`` comes from the one metric table, ``registry.SPECS``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import Literal
 
 import numpy as np
 import torch
+
+from ..data.image_io import to_uint8
 
 Reference = Literal["none", "gt", "posterior_mean", "set"]
 
@@ -34,9 +40,15 @@ class MetricInfo:
     description: str = ""
 
 
+def to_unit_8bit(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] floats (clamped) -> [0, 1] on the 8-bit grid: round((x + 1)·127.5) / 255, the values of
+    the PNG ``latent-pmrf restore`` writes."""
+    return torch.round((images.float().clamp(-1, 1) + 1) * 127.5) / 255
+
+
 def to_uint8_hwc(images: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) floats in [0, 1] -> (B, H, W, 3) uint8, the files' own values."""
-    return torch.round(images.detach().float().clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return to_uint8(images, (0, 1))
 
 
 class ImageMetric:
@@ -52,9 +64,16 @@ class ImageMetric:
 
 
 class FeatureMetric:
-    """Set-level metric: ``features(batch) -> (B, D)`` float64 array; ``distance(a, b) -> float``."""
+    """Set-level metric: ``features(batch) -> (B, D)`` float64 array; ``distance(a, b) -> float``.
+    ``feature_kind`` names the features in the reference-feature cache."""
 
     info: MetricInfo
+    feature_kind: str
+
+    @property
+    def backbone(self) -> object:
+        """What computes the features: set metrics that share it embed each image once."""
+        return self
 
     def features(self, images: torch.Tensor) -> np.ndarray:
         raise NotImplementedError

@@ -21,9 +21,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..models.state_dict import load_strict
 from ..weights import require
-from .base import FeatureMetric, MetricInfo, to_uint8_hwc
+from .base import FeatureMetric, to_uint8_hwc
 from .formulas import frechet_distance, mmd_rbf
+from .registry import metric_info
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -35,7 +37,8 @@ def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class InceptionFID(FeatureMetric):
-    info = MetricInfo("fid", "set", False, ("inception",), "FID, clean-fid 'clean' mode (PIL bicubic 299²)")
+    info = metric_info("fid")
+    feature_kind = "inception_clean"
 
     def __init__(self, device: str | torch.device = "cpu", model=None):
         """``model``: a callable mapping (B, 3, 299, 299) floats in [0, 255] to (B, D) features;
@@ -84,7 +87,7 @@ def build_dinov2_vitl14(image_size: int = 224) -> torch.nn.Module:
     native_pos = state["pos_embed"]
     state = checkpoint_filter_fn(state, model)
     state["pos_embed"] = dinov2_pos_embed(native_pos, image_size // 14)
-    model.load_state_dict(state, strict=True)
+    load_strict(model, state, str(path))
     return model
 
 
@@ -95,6 +98,7 @@ class DINOv2Features:
                  image_size: int = 224):
         self.model = (model if model is not None else build_dinov2_vitl14(image_size)).to(device).eval()
         self.device, self.image_size = device, image_size
+        self.kind = f"dinov2_vitl14_{image_size}"  # the reference-feature cache's name for them
         self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
 
@@ -108,18 +112,19 @@ class DINOv2Features:
         return tokens[:, 0].double().cpu().numpy()
 
 
-def dinov2_info(kind: str) -> MetricInfo:
-    if kind not in ("fd", "mmd"):
-        raise ValueError(f"kind must be 'fd' or 'mmd', got {kind!r}")
-    return MetricInfo(f"{kind}_dinov2", "set", False, ("dinov2",),
-                      "Fréchet distance of DINOv2 ViT-L/14 CLS features" if kind == "fd" else
-                      "MMD² of DINOv2 ViT-L/14 CLS features, RBF σ=10, biased, ×1000")
-
-
 class DINOv2Distance(FeatureMetric):
+    """``kind`` 'fd' (FD-DINOv2) or 'mmd' (MMD-DINOv2) on the features of a shared extractor."""
+
     def __init__(self, kind: str, features: DINOv2Features):
-        self.info = dinov2_info(kind)
+        if kind not in ("fd", "mmd"):
+            raise ValueError(f"kind must be 'fd' or 'mmd', got {kind!r}")
+        self.info = metric_info(f"{kind}_dinov2")
         self.kind, self.extractor = kind, features
+        self.feature_kind = features.kind
+
+    @property
+    def backbone(self) -> DINOv2Features:
+        return self.extractor
 
     def features(self, images: torch.Tensor) -> np.ndarray:
         return self.extractor(images)

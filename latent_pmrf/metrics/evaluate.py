@@ -4,8 +4,8 @@ ground truth / the posterior-mean outputs / nothing, set-level metrics against a
 Files pair up by their path relative to each folder, without the extension (``00001.png`` in
 ``--pred`` with ``00001.png`` or ``00001.jpg`` in ``--gt``), as PMRF's evaluation pairs equal file
 names. Reference-set features are cached (``~/.cache/latent-pmrf/features``), keyed by the
-folder's file list, sizes and modification times, so a second run on CelebA-Test's ground truth
-reads them instead of recomputing.
+feature kind and the folder's file list, sizes and modification times, so a second run on
+CelebA-Test's ground truth reads them instead of recomputing.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..atomic import atomic_write
 from ..data.image_io import list_images, read_image
-from ..weights import WEIGHT_FILES, MissingWeightsError, require
+from ..weights import MissingWeightsError, require
 from .base import FeatureMetric, ImageMetric
-from .registry import build_metrics, metric_info, missing_weights
+from .registry import metric_info, missing_weights_reason
+from .suite import MetricSuite
 
 FEATURE_CACHE = Path.home() / ".cache" / "latent-pmrf" / "features"
 
@@ -86,24 +86,6 @@ def folder_fingerprint(files: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def reference_features(metric: FeatureMetric, files: list[Path], batch_size: int,
-                       cache_dir: Path | None = FEATURE_CACHE) -> np.ndarray:
-    """Features of a reference set, cached by the metric's feature kind and the folder's fingerprint."""
-    kind = "inception_clean" if metric.info.name == "fid" else "dinov2_vitl14_224"
-    path = cache_dir / f"{kind}-{len(files)}-{folder_fingerprint(files)}.npy" if cache_dir else None
-    if path is not None and path.is_file():
-        return np.load(path)
-    feats = np.concatenate([metric.features(batch[0]) for _, batch in _batches([files], batch_size)])
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        def save(tmp: Path) -> None:
-            with tmp.open("wb") as f:  # a file object: np.save would append ".npy" to a path
-                np.save(f, feats)
-
-        atomic_write(path, save)
-    return feats
-
-
 def ffhq_fid_stats() -> tuple[np.ndarray, np.ndarray]:
     """clean-fid's FFHQ-70k (trainval70k, 512², clean) Inception statistics, as the official
     Latent-PMRF evaluation uses."""
@@ -122,7 +104,9 @@ def evaluate_folders(pred: str | Path, gt: str | Path | None = None, posterior_m
     ``reference``: the image set that set-level metrics compare to (default ``gt``);
     ``fid_stats='ffhq'``: FID against FFHQ-70k statistics instead. ``skip_missing``: a metric whose
     weights or inputs are absent is listed in ``skipped`` with the reason instead of failing.
-    ``built``: already-built metric objects by name (tests, the convergence callback).
+    ``built``: already-built metric objects by name (tests). The metrics are one
+    :class:`~latent_pmrf.metrics.suite.MetricSuite`; its reference-set features are cached in
+    ``cache_dir`` (None: not cached).
     """
     pred = Path(pred)
     label = label or pred.name
@@ -136,9 +120,7 @@ def evaluate_folders(pred: str | Path, gt: str | Path | None = None, posterior_m
         ok_source = sources[info.reference] is not None or (name == "fid" and fid_stats == "ffhq")
         reason = None if ok_source else f"needs {flags[info.reference]}"
         if reason is None and (built is None or name not in built):
-            absent = missing_weights(name)
-            reason = ("weights missing: " + "; ".join(str(WEIGHT_FILES[k].path) for k in absent)
-                      + " (`latent-pmrf weights check` says where each comes from)") if absent else None
+            reason = missing_weights_reason(name)
         if reason is None:
             wanted.append(name)
         elif skip_missing:
@@ -146,57 +128,31 @@ def evaluate_folders(pred: str | Path, gt: str | Path | None = None, posterior_m
         else:
             raise MissingWeightsError(f"metric {name}: {reason}") if "weights" in reason else ValueError(
                 f"metric {name} {reason}")
-    objs = dict(built or {})
-    objs.update(build_metrics([n for n in wanted if n not in objs], device))
-    objs = {n: objs[n] for n in wanted}
+    stats = {"fid": ffhq_fid_stats()} if fid_stats == "ffhq" and "fid" in wanted else None
+    suite = MetricSuite(wanted, device, built={n: m for n, m in (built or {}).items() if n in wanted},
+                        reference_stats=stats)
 
     pred_files = list_images(pred)
     columns = {"pred": pred_files}
     for ref in ("gt", "posterior_mean"):
         if any(metric_info(n).reference == ref for n in wanted):
             columns[ref] = pair_files(pred, sources[ref], ref)
-    names = list(columns)
-    values: dict[str, list[np.ndarray]] = {n: [] for n in wanted if isinstance(objs[n], ImageMetric)}
-    pred_feats: dict[str, list[np.ndarray]] = {n: [] for n in wanted if isinstance(objs[n], FeatureMetric)}
-    batches = _batches([columns[c] for c in names], batch_size)
+    batches = _batches(list(columns.values()), batch_size)
     if progress:
         from rich.progress import track
 
         batches = track(batches, total=-(-len(pred_files) // batch_size), description=f"evaluating {label}")
-    shared_features: dict[int, np.ndarray] = {}
     for _, tensors in batches:
-        batch = dict(zip(names, [t.to(device) for t in tensors]))
-        shared_features.clear()
-        for n, obj in objs.items():
-            if isinstance(obj, ImageMetric):
-                ref = None if obj.info.reference == "none" else batch[obj.info.reference]
-                values[n].append(np.asarray(obj(batch["pred"], ref), np.float64).reshape(-1))
-            else:  # FD- and MMD-DINOv2 share one extractor: embed once per batch
-                key = id(getattr(obj, "extractor", obj))
-                if key not in shared_features:
-                    shared_features[key] = obj.features(batch["pred"])
-                pred_feats[n].append(shared_features[key])
+        suite.update(**{column: t.to(device) for column, t in zip(columns, tensors)})
+    if suite.needs_reference:
+        ref_files = list_images(sources["set"])
+        suite.set_reference((batch[0].to(device) for _, batch in _batches([ref_files], batch_size)), cache_dir,
+                            f"{len(ref_files)}-{folder_fingerprint(ref_files)}")
 
-    summary: dict[str, float] = {}
-    ref_files = list_images(sources["set"]) if pred_feats and sources["set"] is not None else []
-    ref_cache: dict[int, np.ndarray] = {}
-    for n, feats in pred_feats.items():
-        obj = objs[n]
-        if n == "fid" and fid_stats == "ffhq":
-            ref = ffhq_fid_stats()
-        else:
-            key = id(getattr(obj, "extractor", obj))
-            if key not in ref_cache:
-                ref_cache[key] = reference_features(obj, ref_files, batch_size, cache_dir)
-            ref = ref_cache[key]
-        summary[n] = obj.distance(np.concatenate(feats), ref)
-
-    columns_of_values = {n: np.concatenate(v) for n, v in values.items()}
-    per_image = [{"file": _key(p, pred), **{n: float(v[i]) for n, v in columns_of_values.items()}}
+    summary = suite.compute()
+    values = suite.per_image()
+    per_image = [{"file": _key(p, pred), **{n: float(v[i]) for n, v in values.items()}}
                  for i, p in enumerate(pred_files)]
     meta = {"pred": str(pred), "images": len(pred_files), "gt": str(gt or ""), "posterior_mean": str(posterior_mean or ""),
             "reference": "ffhq-70k stats (fid)" if fid_stats == "ffhq" else str(sources["set"] or "")}
-    summary.update({n: objs[n].aggregate(v) for n, v in columns_of_values.items()})
-    ordered = {n: summary[n] for n in metrics if n in summary}
-    return EvaluationResult(label, ordered, per_image, skipped, meta)
-
+    return EvaluationResult(label, summary, per_image, skipped, meta)

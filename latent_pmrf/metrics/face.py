@@ -18,10 +18,12 @@ import cv2
 import numpy as np
 import torch
 
+from ..models.state_dict import load_strict
 from ..weights import require
 from .backbones.arcface import ArcFaceResNet18
 from .backbones.fan import FAN
-from .base import ImageMetric, MetricInfo, to_uint8_hwc
+from .base import ImageMetric, to_uint8_hwc
+from .registry import metric_info
 
 
 def embedding_angle_degrees(a, b) -> np.ndarray:
@@ -62,7 +64,7 @@ def _load(path, what: str) -> dict:
 
 
 class IdentityAngle(ImageMetric):
-    info = MetricInfo("deg", "gt", False, ("arcface",), "ArcFace ResNet-18 embedding angle in degrees (VQFR)")
+    info = metric_info("deg")
 
     def __init__(self, model: ArcFaceResNet18, device: str | torch.device = "cpu"):
         self.model, self.device = model.to(device).eval(), device
@@ -72,7 +74,7 @@ class IdentityAngle(ImageMetric):
         path = require("arcface", "Deg (ArcFace identity angle)")
         state = _load(path, "ArcFace ResNet-18")
         model = ArcFaceResNet18()  # the file was saved from nn.DataParallel: drop "module."
-        model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
+        load_strict(model, {k.removeprefix("module."): v for k, v in state.items()}, str(path))
         return cls(model, device)
 
     def _inputs(self, images: torch.Tensor) -> torch.Tensor:
@@ -89,7 +91,7 @@ class IdentityAngle(ImageMetric):
 
 
 class LandmarkDistance(ImageMetric):
-    info = MetricInfo("lmd", "gt", False, ("fan",), "mean distance of 98 FAN (WFLW) landmarks, input pixels")
+    info = metric_info("lmd")
 
     def __init__(self, model: FAN, device: str | torch.device = "cpu"):
         self.model, self.device = model.to(device).eval(), device
@@ -101,7 +103,7 @@ class LandmarkDistance(ImageMetric):
         if "state_dict" not in state:
             raise ValueError(f"{path}: expected a checkpoint with a 'state_dict' entry (AWing's format)")
         model = FAN()
-        model.load_state_dict(state["state_dict"], strict=True)
+        load_strict(model, state["state_dict"], str(path))
         return cls(model, device)
 
     def landmarks(self, images: torch.Tensor) -> np.ndarray:
@@ -118,3 +120,6 @@ class LandmarkDistance(ImageMetric):
         both = self.landmarks(torch.cat([pred, ref]))
         restored, gt = np.split(both, 2)
         return torch.from_numpy(landmark_distance(gt, restored))
+
+
+FACE_METRICS = {cls.info.name: cls for cls in (IdentityAngle, LandmarkDistance)}

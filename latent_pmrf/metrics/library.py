@@ -1,5 +1,5 @@
 """Per-image metrics wrapped from well-kept libraries, never rewritten: LPIPS v0.1 from ``lpips``
-(inputs in [-1, 1]) in both trunks, each under its own name (``LPIPS_METRICS``): ``lpips_alex``
+(inputs in [-1, 1]) in both trunks, each under its own name (``LPIPS_TRUNKS``): ``lpips_alex``
 is what ``pyiqa.create_metric('lpips')`` computes (pyiqa's default net is AlexNet), the official
 Latent-PMRF evaluation behind the paper's tables; ``lpips_vgg`` is PMRF's own evaluation
 (``evaluation/calculate_lpips.py``: ``lpips.LPIPS(net='vgg')``). From pyiqa,
@@ -18,19 +18,10 @@ import torch
 
 from ..losses.lpips_net import build_lpips
 from ..weights import require
-from .base import ImageMetric, MetricInfo
+from .base import ImageMetric
+from .registry import metric_info
 
-# our name -> (LPIPS trunk, weight key of the trunk, whose evaluation uses it)
-LPIPS_METRICS = {
-    "lpips_alex": ("alex", "alexnet", "pyiqa.create_metric('lpips') default; the paper's tables"),
-    "lpips_vgg": ("vgg", "vgg16", "PMRF's evaluation, lpips.LPIPS(net='vgg')"),
-}
-
-
-def lpips_info(name: str) -> MetricInfo:
-    net, weight_key, used_by = LPIPS_METRICS[name]
-    return MetricInfo(name, "gt", False, (weight_key,),
-                      f"LPIPS v0.1, {net} trunk (lpips package heads), inputs in [-1, 1]: {used_by}")
+LPIPS_TRUNKS = {"lpips_alex": "alex", "lpips_vgg": "vgg"}  # our name -> the lpips package's net
 
 
 class LPIPS(ImageMetric):
@@ -38,8 +29,8 @@ class LPIPS(ImageMetric):
     network (tests pass one with an untrained trunk)."""
 
     def __init__(self, name: str, device: str | torch.device = "cpu", model: torch.nn.Module | None = None):
-        self.info = lpips_info(name)
-        self.model = (model if model is not None else build_lpips(LPIPS_METRICS[name][0])).to(device)
+        self.info = metric_info(name)
+        self.model = (model if model is not None else build_lpips(LPIPS_TRUNKS[name])).to(device)
         self.device = device
 
     @torch.no_grad()
@@ -48,22 +39,9 @@ class LPIPS(ImageMetric):
         return out.flatten().double().cpu()
 
 
-# our name -> (pyiqa name, reference, higher is better, weight keys, {pyiqa option: weight key})
-_PYIQA = {
-    "ms_ssim": ("ms_ssim", "gt", True, (), {}),
-    "dists": ("dists", "gt", False, ("vgg16", "dists"), {"pretrained_model_path": "dists"}),
-    "musiq": ("musiq", "none", True, ("musiq",), {"pretrained_model_path": "musiq"}),
-    "clipiqa": ("clipiqa", "none", True, ("clip_rn50",), {}),
-    "qalign": ("qalign", "none", True, ("qalign",), {}),
-    "niqe": ("niqe", "none", False, ("niqe",), {"pretrained_model_path": "niqe"}),
-    "piqe": ("piqe", "none", False, (), {}),  # weight-free no-reference index (not in the paper)
-}
-PYIQA_METRICS = tuple(_PYIQA)
-
-
-def pyiqa_info(name: str) -> MetricInfo:
-    pyiqa_name, reference, higher, weights, _ = _PYIQA[name]
-    return MetricInfo(name, reference, higher, weights, f"pyiqa {pyiqa_name!r} with its default options")
+# pyiqa metrics are registered under pyiqa's own names. Those whose file pyiqa takes as its
+# ``pretrained_model_path`` option: our name -> weight key (the others find theirs in their caches)
+_PYIQA_MODEL_PATH = {"dists": "dists", "musiq": "musiq", "niqe": "niqe"}
 
 
 class PyiqaMetric(ImageMetric):
@@ -71,17 +49,17 @@ class PyiqaMetric(ImageMetric):
     untrained (tests); it is available only where pyiqa's architecture allows it."""
 
     def __init__(self, name: str, device: str | torch.device = "cpu", pretrained: bool = True, **options):
-        self.info = pyiqa_info(name)
-        pyiqa_name, _, _, weights, path_options = _PYIQA[name]
+        self.info = metric_info(name)
         if pretrained:
-            for key in weights:
-                path = require(key, f"{name} (pyiqa {pyiqa_name!r})")
-                options.update({opt: str(path) for opt, wkey in path_options.items() if wkey == key})
+            for key in self.info.weights:
+                path = require(key, f"{name} (pyiqa {name!r})")
+                if _PYIQA_MODEL_PATH.get(name) == key:
+                    options["pretrained_model_path"] = str(path)
         else:
             options["pretrained"] = False
         import pyiqa
 
-        self.model = pyiqa.create_metric(pyiqa_name, device=torch.device(device), **options)
+        self.model = pyiqa.create_metric(name, device=torch.device(device), **options)
         self.device = device
 
     @torch.no_grad()

@@ -9,19 +9,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import ImageMetric, MetricInfo
+from .base import ImageMetric
 from .distortion import psnr, ssim, to_255
+from .registry import metric_info
 
 
 class PSNR(ImageMetric):
-    info = MetricInfo("psnr", "gt", True, description="PSNR, RGB 0-255, no crop (BasicSR calculate_psnr_pt)")
+    info = metric_info("psnr")
 
     def __call__(self, pred: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
         return psnr(pred, ref).cpu()
 
 
 class SSIM(ImageMetric):
-    info = MetricInfo("ssim", "gt", True, description="SSIM, RGB 0-255, Gaussian 11/1.5 (BasicSR calculate_ssim_pt)")
+    info = metric_info("ssim")
 
     def __call__(self, pred: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
         return ssim(pred, ref).cpu()
@@ -34,8 +35,7 @@ class IndRMSE(ImageMetric):
 
     Not what the Latent-PMRF paper's Fig. 5 plots: see :class:`IndRMSEPerImage`."""
 
-    info = MetricInfo("ind_rmse", "posterior_mean", False,
-                      description="PMRF's IndRMSE: sqrt(mean over images of MSE on 0-255 vs the posterior-mean output)")
+    info = metric_info("ind_rmse")
 
     def __call__(self, pred: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
         a, b = to_255(pred), to_255(ref)
@@ -54,10 +54,11 @@ class IndRMSEPerImage(ImageMetric):
     PMRF's ``ind_rmse`` (Jensen). Ours is on 0-255 like ``ind_rmse``; the official code feeds pyiqa
     [0, 1] images, so its numbers are ours / 255."""
 
-    info = MetricInfo("ind_rmse_per_image", "posterior_mean", False,
-                      description="Latent-PMRF's IndRMSE (Fig. 5): mean over images of the per-image RMSE on 0-255 "
-                                  "vs the posterior-mean output (official code: same on [0, 1], i.e. / 255)")
+    info = metric_info("ind_rmse_per_image")
 
     def __call__(self, pred: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
         a, b = to_255(pred), to_255(ref)
         return (a - b).pow(2).mean(dim=(1, 2, 3)).sqrt().cpu()
+
+
+PIXEL_METRICS = {cls.info.name: cls for cls in (PSNR, SSIM, IndRMSE, IndRMSEPerImage)}

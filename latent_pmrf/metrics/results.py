@@ -13,9 +13,9 @@ import json
 import re
 from pathlib import Path
 
-from ..analysis.pareto import HIGHER_IS_BETTER
 from ..atomic import write_text_atomic
 from .evaluate import EvaluationResult
+from .registry import better
 
 
 def _csv_text(rows: list[dict], columns: list[str]) -> str:
@@ -34,7 +34,7 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 
 def markdown_table(rows: list[dict], metrics: list[str], label: str = "method", digits: int = 4) -> str:
-    arrows = {m: "↑" if m in HIGHER_IS_BETTER else "↓" for m in metrics}
+    arrows = {m: "↑" if better(m) == "higher" else "↓" for m in metrics}
     lines = [f"| {label} | " + " | ".join(f"{m} {arrows[m]}" for m in metrics) + " |",
              "|---|" + "---:|" * len(metrics)]
     for row in rows:

@@ -14,18 +14,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..weights import BASELINE_VAE_RELEASES, WEIGHT_FILES, fetch_hf_snapshot
 from .gaussian import DiagonalGaussian
 
 DIFFUSERS_CLASS = "AutoencoderKL"  # config.json `_class_name` of a diffusers KL autoencoder
 
-# name -> (Hugging Face repo id, subfolder) of the releases the paper compares against.
-BASELINE_VAES = {
-    "sd15": ("stable-diffusion-v1-5/stable-diffusion-v1-5", "vae"),  # f8c4
-    # f8c4; the fp16-safe fine-tune of SDXL's VAE, which the official Latent-PMRF test scripts load
-    "sdxl": ("madebyollin/sdxl-vae-fp16-fix", None),
-    "flux": ("black-forest-labs/FLUX.1-dev", "vae"),  # f8c16
-    "sd3": ("stabilityai/stable-diffusion-3-medium-diffusers", "vae"),  # f8c16
-}
+# name -> (Hugging Face repo id, subfolder) of the releases the paper compares against (declared,
+# with their weight files, in weights.py: `latent-pmrf weights check` lists them as vae_<name>).
+BASELINE_VAES = {name: (release.repo_id, release.subfolder) for name, release in BASELINE_VAE_RELEASES.items()}
 
 
 def _diffusers():
@@ -80,13 +76,17 @@ def load_baseline_vae(name_or_path: str | Path, subfolder: str | None = None) ->
     """A baseline by short name (``sd15``, ``sdxl``, ``flux``, ``sd3``: from the HF cache, or
     downloaded when online) or from a local diffusers directory."""
     diffusers = _diffusers()
-    source, sub = BASELINE_VAES.get(str(name_or_path), (str(name_or_path), subfolder))
+    source, sub = str(name_or_path), subfolder
+    if source in BASELINE_VAES:
+        repo_id, sub = BASELINE_VAES[source]
+        files = WEIGHT_FILES[f"vae_{source}"].hf_files
+        source = str(fetch_hf_snapshot(repo_id, files, f"The baseline VAE {name_or_path!r}"))
     try:
         model = diffusers.AutoencoderKL.from_pretrained(source, subfolder=sub)
     except (OSError, ValueError) as err:
         raise FileNotFoundError(
             f"baseline VAE {name_or_path!r}: cannot load {source!r} (subfolder {sub!r}) -- expected config.json and "
-            f"diffusion_pytorch_model.safetensors there or in the Hugging Face cache ({err})"
+            f"diffusion_pytorch_model.safetensors there ({err})"
         ) from err
     return DiffusersVAE(model.eval())
 

@@ -31,12 +31,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..weights import PMRF_REPO_ID, PMRF_WEIGHTS_NAME, require
 from .hdit import HDiT, HDiTConfig
+from .state_dict import load_strict
 from .swinir import SwinIR, SwinIRConfig
-from .vae_hub import check_state_dict
 
-PMRF_REPO_ID = "ohayonguy/PMRF_blind_face_image_restoration"
-PMRF_WEIGHTS_NAME = "model.safetensors"
 PMRF_CONFIG_NAME = "config.json"
 DOWNLOAD_HINT = (f"get it with `huggingface-cli download {PMRF_REPO_ID} --local-dir DIR` and pass DIR (or "
                  f"DIR/{PMRF_WEIGHTS_NAME}), or run `huggingface-cli download {PMRF_REPO_ID}` to put it in the "
@@ -62,6 +61,11 @@ class UnitRangeVelocity(nn.Module):
         super().__init__()
         self.net = net
 
+    @property
+    def config(self):
+        """The wrapped net's config (channels, ``multiple``)."""
+        return self.net.config
+
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         # x = 2u - 1  =>  dx/dt = 2·du/dt = 2·v01((x + 1)/2, t)
         return 2 * self.net((x + 1) / 2, t)
@@ -81,15 +85,7 @@ def pmrf_release_path(path: str | Path | None = None) -> Path:
     """The release's ``model.safetensors``: ``path`` itself, ``path/model.safetensors`` for a folder, or
     (``path=None``) the copy in the Hugging Face cache. A clear error when it is not there."""
     if path is None:
-        from huggingface_hub import constants, try_to_load_from_cache
-
-        cached = try_to_load_from_cache(PMRF_REPO_ID, PMRF_WEIGHTS_NAME)
-        if isinstance(cached, str):
-            return Path(cached)
-        folder = Path(constants.HF_HUB_CACHE) / ("models--" + PMRF_REPO_ID.replace("/", "--"))
-        raise FileNotFoundError(
-            f"PMRF's released blind-face model ({PMRF_WEIGHTS_NAME} of {PMRF_REPO_ID}) is not in the Hugging Face "
-            f"cache (looked in {folder}); {DOWNLOAD_HINT}.")
+        return require("pmrf_blind_face", "load_pmrf_release() without a path") / PMRF_WEIGHTS_NAME
     path = Path(path)
     weights = path / PMRF_WEIGHTS_NAME if path.is_dir() else path
     if not weights.is_file():
@@ -184,14 +180,6 @@ def _check_rope_freqs(model: HDiT, stored: Mapping[str, torch.Tensor], source: s
                          f"unexpected {unexpected[:3]}, different values or shapes {wrong[:3]})")
 
 
-def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    try:
-        check_state_dict(module, state, source)
-    except ValueError as err:
-        raise ValueError(f"{err}. Expected {EXPECTED_CONTENT}.") from None
-    module.load_state_dict(state, strict=True)
-
-
 # ---------------------------------------------------------------------------------------- import
 def load_pmrf_release(path: str | Path | None = None, *, velocity_config: HDiTConfig | None = None,
                       posterior_mean_config: SwinIRConfig | None = None,
@@ -205,9 +193,11 @@ def load_pmrf_release(path: str | Path | None = None, *, velocity_config: HDiTCo
 
     velocity = HDiT(velocity_config or HDiTConfig.preset("hdit_pmrf"))
     _check_rope_freqs(velocity, freqs, str(weights))
-    _load_strict(velocity, velocity_state, f"{weights} ('{VELOCITY_PREFIX}*' as our HDiT)")
+    load_strict(velocity, velocity_state, f"{weights} ('{VELOCITY_PREFIX}*' as our HDiT)",
+                f"Expected {EXPECTED_CONTENT}.")
     posterior_mean = SwinIR(posterior_mean_config or SwinIRConfig.preset("swinir_difface512"))
-    _load_strict(posterior_mean, posterior_state, f"{weights} ('{POSTERIOR_MEAN_PREFIX}*' as our SwinIR)")
+    load_strict(posterior_mean, posterior_state, f"{weights} ('{POSTERIOR_MEAN_PREFIX}*' as our SwinIR)",
+                f"Expected {EXPECTED_CONTENT}.")
 
     noise_std = float(config.get("mmse_noise_std", PMRF_SOURCE_NOISE_STD))
     return PMRFRelease(velocity=UnitRangeVelocity(velocity).eval(), posterior_mean=posterior_mean.eval(),

@@ -42,10 +42,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..hub_files import torch_hub_checkpoint
+from ..weights import require
+from .state_dict import load_strict
 
-SWINIR_WEIGHTS_FILE = "swinir_restoration512_L1.pth"
-SWINIR_WEIGHTS_URL = "https://github.com/zsyOAOA/DifFace/releases/download/V1.0/swinir_restoration512_L1.pth"
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)  # subtracted from [0, 1] inputs by every SwinIR checkpoint
 MASKED_LOGIT = -100.0  # the official shifted-window mask value (not -inf)
 
@@ -382,10 +381,7 @@ def swinir_checkpoint_path(path: str | Path | None = None) -> Path:
         if not path.is_file():
             raise FileNotFoundError(f"SwinIR checkpoint {str(path)!r} does not exist (looked in {path.parent.resolve()}).")
         return path
-    return torch_hub_checkpoint(
-        SWINIR_WEIGHTS_FILE, "The SwinIR posterior-mean estimator (DifFace's release, the checkpoint PMRF uses)",
-        f"download it from {SWINIR_WEIGHTS_URL}, e.g. on a machine with internet: wget {SWINIR_WEIGHTS_URL}; "
-        f"or pass the file's path explicitly")
+    return require("swinir_difface", "The SwinIR posterior-mean estimator (PMRF's MMSE model; or pass the file's path)")
 
 
 def read_swinir_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -412,33 +408,11 @@ def read_swinir_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return dict(ckpt)
 
 
-def _list_keys(keys: list[str], limit: int = 12) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
 def load_swinir_checkpoint(path: str | Path | None = None, config: SwinIRConfig | None = None) -> SwinIR:
     """A ``SwinIR(config)`` (default: ``swinir_difface512``) with the weights of ``path`` (default:
     DifFace's ``swinir_restoration512_L1.pth`` from the torch hub cache), in eval mode. Keys and
     shapes must match exactly; the error lists what is missing, unexpected or mis-shaped."""
     path = swinir_checkpoint_path(path)
     model = SwinIR(config or SwinIRConfig.preset("swinir_difface512"))
-    state = read_swinir_state_dict(path)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(
-        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
-        for k in set(state) & set(expected) if state[k].shape != expected[k].shape
-    )
-    if missing or unexpected or mismatched:
-        problems = [
-            f"{label} ({len(keys)}): {_list_keys(keys)}"
-            for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
-                                ("shape mismatches (file vs model)", mismatched)) if keys
-        ]
-        raise ValueError(
-            f"SwinIR checkpoint {path} does not match the config {model.config}: " + "; ".join(problems)
-        )
-    model.load_state_dict(state, strict=True)
-    return model.eval()
+    return load_strict(model, read_swinir_state_dict(path), f"SwinIR checkpoint {path}",
+                       f"The model was built from {model.config}.").eval()

@@ -14,20 +14,17 @@ so the official loader refuses them instead of building a different network.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from ..atomic import atomic_write, write_text_atomic
-from .sim_vae import SimVAEConfig
+from ..weights import SIM_VAE_FILES, fetch_hf_snapshot
+from .sim_vae_config import SimVAEConfig
 
-if TYPE_CHECKING:
-    from .sim_vae import SimVAE
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+CONFIG_NAME, WEIGHTS_NAME = SIM_VAE_FILES
 OFFICIAL_CLASS = "AutoencoderKLSim"
 OUR_CLASS = "SimVAE"
 
@@ -137,51 +134,24 @@ def resolve_snapshot(path_or_repo_id: str | Path) -> Path:
     repo_id = str(path_or_repo_id)
     if repo_id.count("/") != 1 or path.exists():
         raise FileNotFoundError(f"Sim-VAE snapshot not found: {path} is not a directory with {CONFIG_NAME} and {WEIGHTS_NAME}")
-    from huggingface_hub import constants, snapshot_download
-
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]))
-    except Exception as err:  # offline and not cached, unknown repo, ...
-        raise FileNotFoundError(
-            f"Sim-VAE weights for {repo_id!r} are not available: looked for {CONFIG_NAME} and {WEIGHTS_NAME} "
-            f"in the Hugging Face cache {constants.HF_HUB_CACHE} ({type(err).__name__}: {err}). Download them "
-            f"with `huggingface-cli download {repo_id} --local-dir DIR` and pass DIR instead."
-        ) from err
+    return fetch_hf_snapshot(repo_id, SIM_VAE_FILES, f"The VAE {repo_id}")
 
 
-def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Strict key and shape check with a readable error (first few offenders of each kind)."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = [f"{k}: file {tuple(state[k].shape)} vs model {expected[k]}"
-                  for k in sorted(set(expected) & set(state)) if tuple(state[k].shape) != expected[k]]
-    problems = []
-    for name, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
-        if items:
-            problems.append(f"{len(items)} {name} (e.g. {items[:3]})")
-    if problems:
-        raise ValueError(f"{source} does not match the model built from its config: " + "; ".join(problems))
-
-
-def load_pretrained(cls: type["SimVAE"], path_or_repo_id: str | Path, map_location="cpu") -> "SimVAE":
+def read_pretrained(path_or_repo_id: str | Path, map_location: str | torch.device = "cpu"
+                    ) -> tuple[SimVAEConfig, dict[str, torch.Tensor], Path]:
+    """A snapshot's config, state dict and weights file (the name for error messages)."""
     snapshot = resolve_snapshot(path_or_repo_id)
     weights = snapshot / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(f"Sim-VAE weights not found: {weights} (expected next to {snapshot / CONFIG_NAME})")
-    model = cls(read_config_json(snapshot / CONFIG_NAME))
-    state = load_file(str(weights), device=str(map_location))
-    check_state_dict(model, state, str(weights))
-    model.load_state_dict(state, strict=True)
-    return model
+    return read_config_json(snapshot / CONFIG_NAME), load_file(str(weights), device=str(map_location)), weights
 
 
-def save_pretrained(model: "SimVAE", directory: str | Path) -> Path:
+def write_pretrained(directory: str | Path, config: SimVAEConfig, state: Mapping[str, torch.Tensor]) -> Path:
+    """``config.json`` + ``diffusion_pytorch_model.safetensors`` in ``directory``, each written atomically."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
-    text = json.dumps(config_to_dict(model.config), indent=2, sort_keys=True) + "\n"
-    write_text_atomic(directory / CONFIG_NAME, text)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    write_text_atomic(directory / CONFIG_NAME, json.dumps(config_to_dict(config), indent=2, sort_keys=True) + "\n")
     return directory
-

@@ -1,0 +1,184 @@
+"""The training tasks, one entry each: config schema, presets, up-front checks and builders.
+
+``latent-pmrf train``, the quickstart and the tests all go through this table::
+
+    task, cfg = load_task_config("configs/latent_pmrf/ffhq512_c32.yaml", ["trainer.devices=2"])
+    run_dir = train(task, cfg)
+
+``load_task_config`` reads the config's ``task`` key, merges the YAML (and its ``base:`` chain) and
+the overrides onto the task's dataclass, validates every value and checks that the data folders
+hold images and the model fits its data, all before a weight file is opened. The builders import
+Lightning and open weight files, so they run only in ``train``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError, load_config, read_task
+from ..data.degradations import degradation_preset
+from ..data.image_io import list_images
+from ..models.sim_vae import SimVAEConfig
+from ..models.swinir import SwinIRConfig
+from ..models.velocity import velocity_preset
+from ..weights import BASELINE_VAE_RELEASES
+from .restoration_config import FlowTrainConfig, PosteriorMeanTrainConfig
+from .vae_config import VAETrainConfig
+
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    schema: type
+    presets: dict[str, Callable[[str], Any]]
+    check: Callable[[Any], None]  # files, folders and model/data fit; no weight file is opened
+    build: Callable[..., tuple]  # (cfg, **extras) -> (LightningModule, LightningDataModule, callbacks)
+    use_distributed_sampler: bool = True  # False where the datamodule shards ranks itself
+    extras: tuple[str, ...] = field(default=())  # keyword arguments `build` accepts (tests inject metrics)
+
+
+# ---------------------------------------------------------------------------------------- checks
+def _check_folders(sources: list[tuple[str, str | None]]) -> None:
+    """Each (config key, folder) exists and holds at least one image."""
+    for key, folder in sources:
+        if folder is None:
+            continue
+        path = Path(folder)
+        if not path.is_dir():
+            raise ConfigError(f"{key}: folder not found: {path.resolve()}")
+        try:
+            list_images(path, limit=1)
+        except FileNotFoundError as err:
+            raise ConfigError(f"{key}: no images in {path.resolve()} (searched recursively)") from err
+
+
+def _check_vae(cfg: VAETrainConfig) -> None:
+    if not cfg.data.train:
+        raise ConfigError("data.train lists no image folders: add at least one {root: DIR}")
+    _check_folders([(f"data.train[{i}].root", s.root) for i, s in enumerate(cfg.data.train)]
+                   + [("data.val_dir", cfg.data.val_dir)])
+
+
+def _check_bfr_data(cfg: FlowTrainConfig | PosteriorMeanTrainConfig, multiple: int) -> None:
+    d = cfg.data
+    if not d.train:
+        raise ConfigError("data.train lists no HQ image folders: add at least one {root: DIR}")
+    if d.crop_size is not None and d.crop_size % multiple:
+        raise ConfigError(f"data.crop_size={d.crop_size} must be a multiple of {multiple} (the model's input multiple)")
+    _check_folders([(f"data.train[{i}].root", s.root) for i, s in enumerate(d.train)]
+                   + [("data.val_dir", d.val_dir), ("data.val_lq_dir", d.val_lq_dir)])
+
+
+def vae_channels_and_factor(spec: str) -> tuple[int, int] | None:
+    """(latent channels, downsampling factor) of a VAE from its ``config.json`` alone (no weights);
+    None when only the hub cache can say (read at build time)."""
+    if spec in BASELINE_VAE_RELEASES:
+        return BASELINE_VAE_RELEASES[spec].latent_channels, 8
+    config = Path(spec) / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        raw = json.loads(config.read_text())
+        return int(raw["latent_channels"]), 2 ** (len(raw["block_out_channels"]) - 1)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"vae: {config} is not a VAE config.json with latent_channels and block_out_channels "
+                          f"({err})") from err
+
+
+def _check_flow(cfg: FlowTrainConfig) -> None:
+    factor = 1
+    if cfg.space == "latent":
+        if not cfg.vae:
+            raise ConfigError("space: latent needs `vae`: a Sim-VAE or diffusers AutoencoderKL directory, "
+                              f"a Hugging Face repo id, or {'|'.join(BASELINE_VAE_RELEASES)}")
+        found = vae_channels_and_factor(cfg.vae)
+        if found is not None:
+            channels, factor = found
+            if (cfg.model.in_channels, cfg.model.out_channels) != (channels, channels):
+                raise ConfigError(f"model.in_channels/out_channels are {cfg.model.in_channels}/"
+                                  f"{cfg.model.out_channels} but vae {cfg.vae} has {channels} latent channels")
+        else:
+            factor = 8
+    elif (cfg.model.in_channels, cfg.model.out_channels) != (3, 3):
+        raise ConfigError("space: pixel needs model.in_channels = model.out_channels = 3")
+    _check_bfr_data(cfg, factor * cfg.model.multiple)
+    if cfg.convergence.every_n_steps > 0 and not cfg.data.val_dir:
+        raise ConfigError("convergence.every_n_steps > 0 needs data.val_dir (the fixed validation set)")
+
+
+def _check_posterior_mean(cfg: PosteriorMeanTrainConfig) -> None:
+    _check_bfr_data(cfg, cfg.model.scale)
+
+
+# ---------------------------------------------------------------------------------------- builders
+def _build_vae(cfg: VAETrainConfig, val_lpips: bool = True) -> tuple:
+    from .vae_data import VAEDataModule
+    from .vae_module import VAEModule
+
+    return VAEModule(cfg, val_lpips=val_lpips), VAEDataModule(cfg.data), []
+
+
+def _build_posterior_mean(cfg: PosteriorMeanTrainConfig) -> tuple:
+    from .bfr_data import BFRDataModule
+    from .posterior_mean_module import PosteriorMeanModule
+
+    return PosteriorMeanModule(cfg), BFRDataModule(cfg.data), []
+
+
+def _build_flow(cfg: FlowTrainConfig, convergence_metrics: dict | None = None) -> tuple:
+    from .bfr_data import BFRDataModule
+    from .convergence import ConvergenceCallback
+    from .flow_module import FlowModule, build_pipeline
+
+    callbacks = []
+    if cfg.convergence.every_n_steps > 0:
+        callbacks.append(ConvergenceCallback(cfg.convergence, cfg.data, convergence_metrics))
+    return FlowModule(cfg, build_pipeline(cfg)), BFRDataModule(cfg.data), callbacks
+
+
+TASKS: dict[str, Task] = {
+    "vae": Task("vae", VAETrainConfig, {"model": SimVAEConfig.preset}, _check_vae, _build_vae,
+                extras=("val_lpips",)),
+    "posterior_mean": Task("posterior_mean", PosteriorMeanTrainConfig,
+                           {"model": SwinIRConfig.preset, "data.degradation": degradation_preset},
+                           _check_posterior_mean, _build_posterior_mean, use_distributed_sampler=False),
+    "flow": Task("flow", FlowTrainConfig,
+                 {"model": velocity_preset, "posterior_mean.model": SwinIRConfig.preset,
+                  "data.degradation": degradation_preset},
+                 _check_flow, _build_flow, use_distributed_sampler=False, extras=("convergence_metrics",)),
+}
+
+
+def load_task_config(path: str | Path, overrides: list[str] | None = None, check: bool = True) -> tuple[Task, Any]:
+    """(task, validated config) of a training config file; ``check`` also checks its folders and
+    the model/data fit. Every error is a ``ConfigError`` naming the file or key."""
+    name = read_task(path, default="")
+    for item in overrides or []:
+        if item.split("=", 1)[0] == "task":
+            name = item.split("=", 1)[1]
+    if name not in TASKS:
+        raise ConfigError(f"{path}: task {name!r} is not one of {sorted(TASKS)} (set `task:` in the file)")
+    task = TASKS[name]
+    cfg = load_config(task.schema, path, overrides, presets=task.presets)
+    if check:
+        try:
+            task.check(cfg)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from err
+    return task, cfg
+
+
+def train(task: Task, cfg: Any, **extras) -> Path:
+    """Check, then run (or resume) the task's training; returns the run directory."""
+    unknown = sorted(set(extras) - set(task.extras))
+    if unknown:
+        raise TypeError(f"task {task.name} takes no {unknown}; it takes {list(task.extras)}")
+    task.check(cfg)
+    from .fit import fit
+
+    return fit(task, cfg, **extras)
