@@ -30,6 +30,7 @@ from einops import rearrange
 from torch import nn
 
 from .attention import neighborhood_attention
+from .task_embedding import TaskEmbedding, TaskEmbeddingConfig, task_vectors
 
 AUG_COND_FEATURES = 9  # k-diffusion's augmentation vector (KarrasAugmentWrapper); not configurable there
 
@@ -60,12 +61,16 @@ class HDiTConfig:
     ff_dwconv: bool = False
     aug_cond: bool = False  # k-diffusion's aug_emb / aug_in_proj (PMRF's HDiT has them)
     family: str = "hdit"  # velocity-model family (models/velocity.py); fixed for this class
+    # GenSIRR's learnable task embedding, added to the mapping input (models/task_embedding.py)
+    task_embedding: TaskEmbeddingConfig = field(default_factory=TaskEmbeddingConfig)
 
     def __post_init__(self) -> None:
         if self.family != "hdit":
             raise ValueError(f"HDiTConfig.family is 'hdit', got {self.family!r}: choose another family's model "
                              "with model.preset (e.g. latent_pmrf_official)")
         self.levels = [lvl if isinstance(lvl, HDiTLevelConfig) else HDiTLevelConfig(**lvl) for lvl in self.levels]
+        if isinstance(self.task_embedding, dict):
+            self.task_embedding = TaskEmbeddingConfig(**self.task_embedding)
         if not self.levels:
             raise ValueError("HDiTConfig.levels is empty")
         for i, lvl in enumerate(self.levels):
@@ -377,6 +382,7 @@ class HDiT(nn.Module):
         if c.aug_cond:
             self.aug_emb = FourierFeatures(AUG_COND_FEATURES, c.mapping_width)
             self.aug_in_proj = nn.Linear(c.mapping_width, c.mapping_width, bias=False)
+        self.task_emb = TaskEmbedding(c.task_embedding, c.mapping_width) if c.task_embedding.tasks else None
         self.mapping = MappingNetwork(c.mapping_depth, c.mapping_width, c.mapping_d_ff or 3 * c.mapping_width)
 
         def level(lvl: HDiTLevelConfig) -> Level:
@@ -389,9 +395,11 @@ class HDiT(nn.Module):
         self.splits = nn.ModuleList(TokenSplit(b, a) for a, b in zip(widths[:-1], widths[1:]))
         self.out_norm = RMSNorm(widths[0])
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, aug: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, aug: torch.Tensor | None = None,
+                task: torch.Tensor | int | None = None) -> torch.Tensor:
         """``aug`` (B, 9): k-diffusion's augmentation vector, only with ``config.aug_cond``; zeros
-        when omitted, which is what PMRF always feeds."""
+        when omitted, which is what PMRF always feeds. ``task``: task ids (one, or (B,)) of a
+        multi-task net (``config.task_embedding.tasks``)."""
         m = self.config.multiple
         if x.ndim != 4 or x.shape[1] != self.config.in_channels or x.shape[2] % m or x.shape[3] % m:
             raise ValueError(f"HDiT expects (B, {self.config.in_channels}, H, W) with H, W multiples of {m}, "
@@ -411,6 +419,9 @@ class HDiT(nn.Module):
             mapping_in = mapping_in + self.aug_in_proj(self.aug_emb(aug.float()).to(x.dtype))
         elif aug is not None:
             raise ValueError("this HDiT has no augmentation conditioning (config.aug_cond is False) but got aug")
+        task_in = task_vectors(self.task_emb, task, x.shape[0])
+        if task_in is not None:
+            mapping_in = mapping_in + task_in.to(mapping_in.dtype)
         cond = self.mapping(mapping_in)
 
         skips, poses = [], []

@@ -72,6 +72,7 @@ from .hdit import (
     make_axial_pos,
     zero_init,
 )
+from .task_embedding import TaskEmbedding, TaskEmbeddingConfig, task_vectors
 
 DOWNSAMPLE_METHODS = ("conv", "pixel_unshuffle+conv", "conv+pixel_unshuffle")
 UPSAMPLE_METHODS = ("interpolate", "pixel_shuffle")
@@ -109,6 +110,8 @@ class LooUFormerConfig:
     mapping_layers: int = 2
     mapping_mult: float = 3.0
     family: str = "looformer"  # velocity-model family (models/velocity.py); fixed for this class
+    # GenSIRR's learnable task embedding, added to the mapping input (models/task_embedding.py)
+    task_embedding: TaskEmbeddingConfig = field(default_factory=TaskEmbeddingConfig)
 
     def __post_init__(self) -> None:
         if self.family != "looformer":
@@ -116,6 +119,10 @@ class LooUFormerConfig:
                              "family's model with model.preset (e.g. hdit_latent_pmrf)")
         self.levels = [lvl if isinstance(lvl, LooUFormerLevelConfig) else LooUFormerLevelConfig(**lvl)
                        for lvl in self.levels]
+        if isinstance(self.task_embedding, dict):
+            self.task_embedding = TaskEmbeddingConfig(**self.task_embedding)
+        if self.task_embedding.tasks and self.time_embed_dim is None:
+            raise ValueError("task_embedding needs the mapping network: set time_embed_dim")
         if not self.levels:
             raise ValueError("LooUFormerConfig.levels is empty")
         for i, lvl in enumerate(self.levels):
@@ -366,6 +373,7 @@ class LooUFormer(nn.Module):
             self.time_emb = FourierFeatures(1, dim, std=c.time_embed_freq_scale)  # [cos, sin](2π σ f)
             self.time_in_proj = nn.Linear(dim, dim, bias=False)
             self.mapping = MappingNetwork(c.mapping_layers, dim, round_to_64(dim * c.mapping_mult))
+        self.task_emb = TaskEmbedding(c.task_embedding, c.time_embed_dim) if c.task_embedding.tasks else None
         if c.patch_embed == "conv":
             self.proj_in = nn.Conv2d(c.in_channels, widths[0], 3, padding=1, bias=c.use_bias)
             self.proj_out = nn.Conv2d(widths[0], c.out_channels, 3, padding=1, bias=c.use_bias)
@@ -389,22 +397,26 @@ class LooUFormer(nn.Module):
             for a, b in pairwise(widths))
         self.out_norm = RMSNorm2d(widths[0])  # eps: machine epsilon, as the official output norm
 
-    def time_condition(self, sigma: torch.Tensor) -> torch.Tensor | None:
-        """σ (B,) -> (B, time_embed_dim): Fourier features -> Linear -> mapping network."""
+    def time_condition(self, sigma: torch.Tensor, task: torch.Tensor | int | None = None) -> torch.Tensor | None:
+        """σ (B,) -> (B, time_embed_dim): Fourier features -> Linear (+ the task vector) -> mapping network."""
         if self.config.time_embed_dim is None:
+            task_vectors(self.task_emb, task, sigma.numel())  # refuses task ids
             return None
         sigma = sigma.to(self.time_emb.weight.dtype).reshape(-1, 1)
         if self.config.time_embed_log_space:
             sigma = sigma.log()
-        return self.mapping(self.time_in_proj(self.time_emb(sigma)))
+        mapping_in = self.time_in_proj(self.time_emb(sigma))
+        task_in = task_vectors(self.task_emb, task, sigma.shape[0])
+        return self.mapping(mapping_in if task_in is None else mapping_in + task_in.to(mapping_in.dtype))
 
-    def forward_official(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def forward_official(self, x: torch.Tensor, sigma: torch.Tensor, task: torch.Tensor | int | None = None
+                         ) -> torch.Tensor:
         """The official network: σ = 1 - t (1 at the source, 0 clean), returns source - clean."""
         c, m = self.config, self.config.multiple
         if x.ndim != 4 or x.shape[1] != c.in_channels or x.shape[2] % m or x.shape[3] % m:
             raise ValueError(f"LooUFormer expects (B, {c.in_channels}, H, W) with H, W multiples of {m}, "
                              f"got {tuple(x.shape)}")
-        cond = self.time_condition(sigma)
+        cond = self.time_condition(sigma, task)
         cond = None if cond is None else cond.to(x.dtype)
         x = self.proj_in(x)  # (B, C, H, W) -> (B, width_0, H/p, W/p)
         pos = make_axial_pos(x.shape[-2], x.shape[-1], device=x.device)  # (h, w, 2)
@@ -421,8 +433,8 @@ class LooUFormer(nn.Module):
             x = up(upsample(x, skip), pos, cond)  # (B, width_i+1, h/2, w/2) -> (B, width_i, h, w)
         return self.proj_out(self.out_norm(x))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, task: torch.Tensor | int | None = None) -> torch.Tensor:
         # Our x_t = t·clean + (1 - t)·source (Eq. 1) is the official x_σ at σ = 1 - t, and our target
         # clean - source is minus the official one (module docstring).
         t = torch.as_tensor(t, device=x.device).reshape(-1)
-        return -self.forward_official(x, 1 - t)
+        return -self.forward_official(x, 1 - t, task)
