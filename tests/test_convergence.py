@@ -13,7 +13,7 @@ from latent_pmrf.analysis.convergence import read_curve
 from latent_pmrf.cli.main import main
 from latent_pmrf.config import load_config
 from latent_pmrf.lightning.bfr_data import BFRDataModule
-from latent_pmrf.lightning.fit import last_checkpoint
+from latent_pmrf.analysis.run_logs import last_checkpoint
 from latent_pmrf.flow import RestorationPipeline
 from latent_pmrf.lightning.restoration_config import ConvergenceConfig, FlowTrainConfig
 from latent_pmrf.lightning.tasks import TASKS, train

@@ -145,7 +145,7 @@ def test_reconstruct_refuses_to_overwrite_its_inputs(tmp_path, vae_dirs):
 
 
 def test_flow_on_a_diffusers_vae_trains_and_rebuilds_without_its_files(faces_dir, tmp_path):
-    from latent_pmrf.lightning.fit import last_checkpoint
+    from latent_pmrf.analysis.run_logs import last_checkpoint
     from latent_pmrf.flow import RestorationPipeline
     from latent_pmrf.models.swinir import SwinIR, SwinIRConfig
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from latent_pmrf.cli.main import main
-from latent_pmrf.lightning.fit import last_checkpoint
+from latent_pmrf.analysis.run_logs import last_checkpoint
 from latent_pmrf.flow import RestorationPipeline
 from latent_pmrf.models.sim_vae import SimVAE, SimVAEConfig
 from latent_pmrf.models.swinir import SwinIR, SwinIRConfig

@@ -11,7 +11,7 @@ from conftest import REPO
 from latent_pmrf.cli.main import main
 from latent_pmrf.config import load_config
 from latent_pmrf.data.image_folder import ImageFolderCenter
-from latent_pmrf.lightning.fit import last_checkpoint, read_logged_metrics
+from latent_pmrf.analysis.run_logs import last_checkpoint, read_logged_metrics
 from latent_pmrf.lightning.tasks import TASKS, train
 from latent_pmrf.lightning.vae_config import VAETrainConfig
 from latent_pmrf.models.sim_vae import SimVAE, SimVAEConfig

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..lightning.fit import read_logged_metrics
+from .run_logs import read_logged_metrics
 from ..metrics.registry import better
 
 

@@ -24,7 +24,7 @@ from rich.console import Console
 from ..data.image_folder import to_tensor
 from ..data.image_io import read_image, to_uint8
 from ..lightning.export import export_vae
-from ..lightning.fit import last_checkpoint, read_logged_metrics
+from ..analysis.run_logs import last_checkpoint, read_logged_metrics
 from ..lightning.tasks import load_task_config, train
 from ..metrics.distortion import psnr
 from ..models.sim_vae import SimVAE

@@ -21,9 +21,9 @@ from rich.console import Console
 
 from ..analysis.convergence import plot_convergence
 from ..analysis.pareto import plot_pd
+from ..analysis.run_logs import last_checkpoint
 from ..data.degradations import DegradationConfig
 from ..data.image_io import read_image, to_uint8
-from ..lightning.fit import last_checkpoint
 from ..metrics.evaluate import evaluate_folders
 from ..metrics.registry import METRICS
 from ..metrics.results import write_results

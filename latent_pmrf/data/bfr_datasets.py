@@ -55,7 +55,7 @@ class PairedOnlineDataset(Dataset):
         if self.crop_size is not None:
             image = random_crop(image, self.crop_size, rng, path) if self.train else center_crop(image, self.crop_size, path)
         lq, gt = self.degradation(image, rng)
-        return {"lq": to_tensor(lq), "gt": to_tensor(gt), "index": index, "skipped": skipped}
+        return {"lq": to_tensor(lq), "gt": to_tensor(gt), "index": index, "skipped": skipped, "path": str(path)}
 
 
 class PairedFolderDataset(Dataset):

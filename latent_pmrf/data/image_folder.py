@@ -104,7 +104,7 @@ class ImageFolderCrops(Dataset):
         crop = random_crop(image, self.crop_size, rng, path)
         if self.hflip and rng.random() < 0.5:
             crop = crop[:, ::-1]
-        return {"image": to_tensor(crop), "skipped": skipped}
+        return {"image": to_tensor(crop), "skipped": skipped, "path": str(path)}
 
 
 class ImageFolderCenter(Dataset):

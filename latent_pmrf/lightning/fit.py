@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from ..analysis.run_logs import last_checkpoint
 from ..atomic import write_text_atomic
-from ..config import to_yaml
+from ..config import to_dict, to_yaml
 from ..seeding import derive_seed
+from .checkpoints import AtomicCheckpointIO, checkpoint_config, config_changes, resume_checkpoint
 from .ema import EMA
+from .guards import NonFiniteGuard
 
 
 class PerRankSeed(Callback):
@@ -29,21 +31,6 @@ class PerRankSeed(Callback):
         L.seed_everything(derive_seed(self.seed, trainer.global_rank), workers=True, verbose=False)
 
 
-def last_checkpoint(output_dir: str | Path) -> Path:
-    return Path(output_dir) / "checkpoints" / "last.ckpt"
-
-
-def read_logged_metrics(output_dir: str | Path) -> list[dict[str, str]]:
-    """Rows of every launch's ``csv/version_N/metrics.csv`` (a resumed run logs to a new version:
-    Lightning's CSVLogger would otherwise delete the earlier file), in launch order."""
-    versions = sorted(Path(output_dir).glob("csv/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
-    rows = []
-    for path in versions:
-        with path.open() as f:
-            rows.extend(csv.DictReader(f))
-    return rows
-
-
 class StepProgressBar(RichProgressBar):
     """Rich progress bar whose title counts epochs without a total: step-bounded runs have no
     epoch limit (Lightning's own title reads "Epoch 9/-2" then)."""
@@ -55,25 +42,36 @@ class StepProgressBar(RichProgressBar):
 def fit(task, cfg, **extras) -> Path:
     """Train ``task`` (``tasks.TASKS``) until ``cfg.trainer.max_steps``; returns the output directory.
 
-    With ``trainer.resume`` (default) an existing ``checkpoints/last.ckpt`` is continued, so a
-    re-run of the same command after a crash or pre-emption loses at most
-    ``checkpoint_every_n_steps`` steps. Checkpoint writes are atomic (Lightning writes through an
-    fsspec transaction); the resolved config is written to ``OUTPUT/config.yaml``.
+    With ``trainer.resume`` (default) an existing ``checkpoints/last.ckpt`` is continued (or, if it
+    is corrupt, the newest intact ``step*.ckpt``), so a re-run of the same command after a crash or
+    pre-emption loses at most ``checkpoint_every_n_steps`` steps; a re-run whose config changed
+    more than how long or where it runs is refused with the changed keys. Checkpoint writes are
+    atomic (``checkpoints.AtomicCheckpointIO``); the config in use is written to
+    ``OUTPUT/config.yaml``.
 
     The module and datamodule are built after seeding with ``trainer.seed``, so weight
     initialisation is reproducible; each rank then continues with its own seed (``PerRankSeed``).
     """
     t, o = cfg.trainer, cfg.optim
     out = Path(t.output_dir)
+    resume_from = resume_checkpoint(out / "checkpoints") if t.resume else None
+    if resume_from is not None:
+        stored = checkpoint_config(resume_from)
+        changed = config_changes(stored, to_dict(cfg)) if stored is not None else {}
+        if changed:
+            diff = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in ((k, *v) for k, v in changed.items()))
+            raise ValueError(f"{resume_from} was trained with another config ({diff}); resume with the same values "
+                             f"(only how long and where it runs may change), or train into a new trainer.output_dir")
     L.seed_everything(t.seed, workers=True, verbose=False)
     module, datamodule, callbacks = task.build(cfg, **extras)
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "config.yaml", to_yaml(cfg))
+    write_text_atomic(out / "config.yaml", to_yaml(cfg))  # the config in use: checked against the checkpoint
 
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="step{step:08d}", auto_insert_metric_name=False,
                                  every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=1, save_last=True,
                                  save_on_train_epoch_end=True)
-    callbacks = [PerRankSeed(t.seed), *callbacks, checkpoint, LearningRateMonitor("step")]
+    callbacks = [PerRankSeed(t.seed), NonFiniteGuard(t.on_nonfinite, t.max_consecutive_skips), *callbacks, checkpoint,
+                 LearningRateMonitor("step")]
     if o.ema_decay is not None:
         callbacks.insert(0, EMA(o.ema_decay, o.ema_warmup))
     if t.progress_bar:
@@ -100,8 +98,7 @@ def fit(task, cfg, **extras) -> Path:
         enable_progress_bar=t.progress_bar,
         enable_model_summary=t.progress_bar,
         use_distributed_sampler=task.use_distributed_sampler,
+        plugins=[AtomicCheckpointIO()],
     )
-    last = last_checkpoint(out)
-    resume_from = last if t.resume and last.is_file() else None
     trainer.fit(module, datamodule, ckpt_path=resume_from)
     return out

@@ -40,6 +40,8 @@ class TrainerConfig:
     seed: int = 0
     resume: bool = True  # continue from output_dir/checkpoints/last.ckpt when it exists
     progress_bar: bool = True
+    on_nonfinite: str = "stop"  # a NaN/inf gradient: "stop" the run, or "skip" the step (guards.py)
+    max_consecutive_skips: int = 10  # with "skip": stop after this many in a row
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -50,6 +52,10 @@ class TrainerConfig:
                 raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
         if self.val_every_n_steps < 0:
             raise ValueError(f"trainer.val_every_n_steps must be >= 0 (0 = no validation), got {self.val_every_n_steps}")
+        if self.on_nonfinite not in ("stop", "skip"):
+            raise ValueError(f"trainer.on_nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}")
+        if self.max_consecutive_skips < 1:
+            raise ValueError(f"trainer.max_consecutive_skips must be >= 1, got {self.max_consecutive_skips}")
         if self.seed < 0:
             raise ValueError(f"trainer.seed must be >= 0, got {self.seed}")
         devices_ok = (self.devices == "auto" or (isinstance(self.devices, int) and self.devices >= 1)

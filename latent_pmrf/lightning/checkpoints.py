@@ -1,0 +1,99 @@
+"""Checkpoints that never truncate, and a resume that never starts over by accident.
+
+- ``AtomicCheckpointIO``: every checkpoint goes to a temporary file in the same folder, is fsynced
+  and renamed over the target, so a kill or a full disk mid-write leaves the previous file intact
+  (Lightning's own writer opens the target and streams into it). A failed write names the file.
+- ``resume_checkpoint``: the checkpoint a re-run continues from: ``last.ckpt`` if it reads, else
+  the newest intact ``step*.ckpt`` (saying so), else a clear error; never a silent restart from
+  step 0 over an existing run.
+- ``config_changes``: what a re-run changed against the config the checkpoint was trained with;
+  only operational keys (devices, logging, intervals, ``max_steps``, ...) may change on resume.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+# Keys a resumed run may change: how and how long it runs, not what it trains.
+RESUMABLE = ("trainer.max_steps", "trainer.devices", "trainer.num_nodes", "trainer.accelerator", "trainer.strategy",
+             "trainer.progress_bar", "trainer.log_every_n_steps", "trainer.val_every_n_steps",
+             "trainer.checkpoint_every_n_steps", "trainer.output_dir", "trainer.resume", "data.num_workers",
+             "data.val_batch_size", "data.val_limit", "convergence.every_n_steps", "convergence.metrics",
+             "convergence.skip_missing", "val_euler_steps")
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, permissions); the previous one is intact."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as err:
+            raise CheckpointWriteError(f"cannot write checkpoint {path}: {err.strerror or err} "
+                                       f"(the previous checkpoint, if any, is intact)") from err
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def readable(path: Path) -> bool:
+    """Whether ``path`` is a complete checkpoint (its zip directory and pickled header read)."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return True
+    except Exception:  # truncated zip, garbage, wrong format: all mean "not usable"
+        return False
+
+
+def resume_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint to continue from in ``folder`` (``OUTPUT/checkpoints``), or None for a new run."""
+    last = folder / "last.ckpt"
+    candidates = sorted(folder.glob("step*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    if not last.exists() and not candidates:
+        return None
+    if last.exists() and readable(last):
+        return last
+    for path in candidates:
+        if readable(path):
+            if last.exists():
+                warnings.warn(f"{last} is truncated or corrupt; resuming from {path} instead", stacklevel=2)
+            return path
+    broken = ", ".join(str(p) for p in ([last] if last.exists() else []) + candidates)
+    raise RuntimeError(f"no intact checkpoint to resume from in {folder} ({broken} unreadable); move the folder "
+                       "away to start a new run, or set trainer.resume=false to start over in it")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def config_changes(old: dict, new: dict) -> dict[str, tuple[Any, Any]]:
+    """{key: (old, new)} of the keys that differ and may not change on resume."""
+    before, after = _flatten(old), _flatten(new)
+    changed = {k: (before.get(k), after.get(k)) for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)}
+    return {k: v for k, v in changed.items() if not any(k == r or k.startswith(r + ".") for r in RESUMABLE)}
+
+
+def checkpoint_config(path: Path) -> dict | None:
+    """The training config stored in a checkpoint's hyper_parameters (None if absent)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return (ckpt.get("hyper_parameters") or {}).get("config")
