@@ -59,22 +59,25 @@ def readable(path: Path) -> bool:
         return False
 
 
-def resume_checkpoint(folder: Path) -> Path | None:
-    """The checkpoint to continue from in ``folder`` (``OUTPUT/checkpoints``), or None for a new run."""
-    last = folder / "last.ckpt"
-    candidates = sorted(folder.glob("step*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
-    if not last.exists() and not candidates:
+def resume_checkpoint(output_dir: Path) -> Path | None:
+    """The newest intact checkpoint of a run folder (``checkpoints/last.ckpt``, ``checkpoints/step*.ckpt``,
+    or the ``hpc_ckpt_N.ckpt`` Lightning writes on SLURM's SIGUSR1), or None for a new run."""
+    folder = output_dir / "checkpoints"
+    candidates = sorted([*folder.glob("*.ckpt"), *output_dir.glob("hpc_ckpt_*.ckpt")],
+                        key=lambda p: p.stat().st_mtime, reverse=True)
+    if not candidates:
         return None
-    if last.exists() and readable(last):
-        return last
+    broken = []
     for path in candidates:
         if readable(path):
-            if last.exists():
-                warnings.warn(f"{last} is truncated or corrupt; resuming from {path} instead", stacklevel=2)
+            if broken:
+                warnings.warn(f"{', '.join(map(str, broken))} truncated or corrupt; resuming from {path} instead",
+                              stacklevel=2)
             return path
-    broken = ", ".join(str(p) for p in ([last] if last.exists() else []) + candidates)
-    raise RuntimeError(f"no intact checkpoint to resume from in {folder} ({broken} unreadable); move the folder "
-                       "away to start a new run, or set trainer.resume=false to start over in it")
+        broken.append(path)
+    raise RuntimeError(f"no intact checkpoint to resume from in {output_dir} ({', '.join(map(str, broken))} "
+                       "unreadable); move the folder away to start a new run, or set trainer.resume=false to start "
+                       "over in it")
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

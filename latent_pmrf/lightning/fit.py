@@ -54,7 +54,7 @@ def fit(task, cfg, **extras) -> Path:
     """
     t, o = cfg.trainer, cfg.optim
     out = Path(t.output_dir)
-    resume_from = resume_checkpoint(out / "checkpoints") if t.resume else None
+    resume_from = resume_checkpoint(out) if t.resume else None
     if resume_from is not None:
         stored = checkpoint_config(resume_from)
         changed = config_changes(stored, to_dict(cfg)) if stored is not None else {}

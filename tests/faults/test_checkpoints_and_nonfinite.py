@@ -51,8 +51,8 @@ def test_corrupt_last_checkpoint_falls_back_to_the_newest_intact_one(faces_dir, 
     folder = out / "checkpoints"
     last = last_checkpoint(out)
     last.write_bytes(last.read_bytes()[:1000])  # killed mid-write by a non-atomic writer
-    with pytest.warns(UserWarning, match="last.ckpt is truncated or corrupt; resuming from .*step"):
-        found = resume_checkpoint(folder)
+    with pytest.warns(UserWarning, match="last.ckpt truncated or corrupt; resuming from .*step"):
+        found = resume_checkpoint(out)
     assert found.name.startswith("step")
     with pytest.warns(UserWarning, match="truncated or corrupt"):
         train(TASKS["vae"], tiny_vae_run(faces_dir, out, 3), val_lpips=False)
@@ -108,3 +108,18 @@ def test_nan_step_skipped_and_counted_with_skip_policy(faces_dir, tmp_path, monk
 
     skipped = [float(r["train/skipped_steps"]) for r in read_logged_metrics(out) if r.get("train/skipped_steps")]
     assert skipped and max(skipped) == 1.0
+
+
+def test_resume_picks_the_newest_intact_checkpoint_including_slurm_hpc(tmp_path):
+    import os
+
+    (tmp_path / "checkpoints").mkdir()
+    files = {"checkpoints/step00000004.ckpt": 100, "checkpoints/last.ckpt": 200, "hpc_ckpt_1.ckpt": 300}
+    for name, mtime in files.items():
+        torch.save({"name": name}, tmp_path / name)
+        os.utime(tmp_path / name, (mtime, mtime))
+    assert resume_checkpoint(tmp_path) == tmp_path / "hpc_ckpt_1.ckpt"  # SIGUSR1's checkpoint is the newest
+    (tmp_path / "hpc_ckpt_1.ckpt").write_bytes(b"cut")
+    with pytest.warns(UserWarning, match="hpc_ckpt_1.ckpt truncated or corrupt; resuming from .*last.ckpt"):
+        assert resume_checkpoint(tmp_path) == tmp_path / "checkpoints" / "last.ckpt"
+    assert resume_checkpoint(tmp_path / "nothing_here") is None
