@@ -66,3 +66,23 @@ def test_plot_pd_cli(tmp_path, capsys):
     assert (tmp_path / "pd.png").stat().st_size > 1000
     out = capsys.readouterr().err
     assert "C" not in out.split("Pareto front:")[1].split("\n")[0]  # C is dominated by B
+
+
+def test_json_outputs_are_valid_json_with_reasons(tmp_path, capsys):
+    """Issue 17: 'never reached' and non-finite values are null with a reason, never Infinity / NaN."""
+    import json
+
+    a = write_run(tmp_path / "base", [(0, 40.0), (50, 20.0), (100, 10.0)])
+    b = write_run(tmp_path / "slow", [(0, 45.0), (50, 35.0), (100, 30.0)])  # never reaches 10
+    main(["plot-convergence", str(a), str(b), "--metric", "val/fid", "--out", str(tmp_path / "c.png")])
+    text = capsys.readouterr().out
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    entry = data["speedups"]["slow"]
+    assert entry["factor"] is None and entry["steps_needed"] is None and "never reaches" in entry["reason"]
+
+    csv_path = tmp_path / "results.csv"
+    csv_path.write_text("method,psnr,fid\nA,26.0,40\nB,25.0,nan\nC,24.0,\nD,27.0,50\n")
+    main(["plot-pd", str(csv_path), "--x", "psnr", "--y", "fid", "--out", str(tmp_path / "pd.png")])
+    data = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert set(data["points"]) == {"A", "D"} and set(data["skipped"]) == {"B", "C"}
+    assert set(data["front"]) == {"A", "D"}

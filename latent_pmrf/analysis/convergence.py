@@ -74,8 +74,12 @@ def plot_convergence(runs: list[str | Path], metric: str, out: str | Path, label
         text = label
         if i > 0:
             factor, last, needed = speedup(curves[0], (steps, values), lower_is_better)
-            result["speedups"][label] = {"factor": factor, "baseline_final": float(curves[0][1][-1]),
-                                         "baseline_steps": last, "steps_needed": needed}
+            entry = {"factor": factor, "baseline_final": float(curves[0][1][-1]), "baseline_steps": last,
+                     "steps_needed": needed}
+            if not math.isfinite(needed):  # valid JSON: null and the reason, not Infinity / 0.0
+                entry.update(factor=None, steps_needed=None,
+                             reason=f"never reaches the baseline's final {metric} within {int(steps[-1])} steps")
+            result["speedups"][label] = entry
             text += f" ({factor:.2f}× faster)" if math.isfinite(needed) else " (never reaches the baseline)"
         ax.plot(steps, values, marker="o", markersize=3, label=text)
     ax.axhline(curves[0][1][-1], color="gray", linestyle=":", linewidth=1)

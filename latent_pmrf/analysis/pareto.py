@@ -26,9 +26,10 @@ def pareto_front(x: np.ndarray, y: np.ndarray, x_lower_better: bool = True, y_lo
     return np.array(front, dtype=int)
 
 
-def plot_pd(results_csv: str | Path, x: str, y: str, out: str | Path, label: str = "method") -> list[str]:
+def plot_pd(results_csv: str | Path, x: str, y: str, out: str | Path, label: str = "method") -> dict:
     """Scatter ``x`` vs ``y`` from a results CSV (one row per method/checkpoint/step count, a
-    ``label`` column naming it), draw the Pareto front, return the labels on the front."""
+    ``label`` column naming it) and draw the Pareto front. Returns a JSON-safe dict: the labels on
+    the front, every plotted point, and the rows left out (a missing or non-finite value) with why."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,8 +40,19 @@ def plot_pd(results_csv: str | Path, x: str, y: str, out: str | Path, label: str
     for key in (x, y, label):
         if not rows or key not in rows[0]:
             raise ValueError(f"{results_csv}: no column {key!r}; columns: {sorted(rows[0]) if rows else []}")
-    xs = np.array([float(r[x]) for r in rows])
-    ys = np.array([float(r[y]) for r in rows])
+    def value(text: str) -> float:
+        try:
+            return float(text)
+        except (TypeError, ValueError):
+            return float("nan")
+
+    skipped = {r[label]: f"{x}={r[x]!r}, {y}={r[y]!r}: not a finite number"
+               for r in rows if not (np.isfinite(value(r[x])) and np.isfinite(value(r[y])))}
+    rows = [r for r in rows if r[label] not in skipped]
+    if not rows:
+        raise ValueError(f"{results_csv}: no row has finite {x} and {y} ({skipped})")
+    xs = np.array([value(r[x]) for r in rows])
+    ys = np.array([value(r[y]) for r in rows])
     names = [r[label] for r in rows]
     front = pareto_front(xs, ys, better(x) != "higher", better(y) != "higher")
     fig, ax = plt.subplots(figsize=(6, 4.5))
@@ -55,4 +67,5 @@ def plot_pd(results_csv: str | Path, x: str, y: str, out: str | Path, label: str
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=130)
     plt.close(fig)
-    return [names[i] for i in front]
+    return {"x": x, "y": y, "front": [names[i] for i in front],
+            "points": {n: {x: float(a), y: float(b)} for n, a, b in zip(names, xs, ys)}, "skipped": skipped}
