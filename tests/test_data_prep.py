@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep import celeba_test, common, ffhq, lsdir
+from data_prep import celeba_test, common, ffhq, lsdir, sirr
 from data_prep.common import DataPrepError, Manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ def flat(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------ command line
-@pytest.mark.parametrize("script", [ffhq, lsdir, celeba_test])
+@pytest.mark.parametrize("script", [ffhq, lsdir, celeba_test, sirr])
 def test_help_describes_the_script(script, capsys):
     with pytest.raises(SystemExit) as exit_info:
         script.main(["--help"])
@@ -306,3 +306,81 @@ def test_manifest_drops_a_torn_line_and_keeps_the_last_row_of_a_path(tmp_path):
     assert path.read_text() == "path,sha256,width,height,source\na.png,2,2,2,y\nb.png,3,4,4,z\nc.png,5,1,1,w\n"
     with pytest.raises(DataPrepError, match="columns"):
         Manifest.load(path, (*columns, "extra"))
+
+
+# ------------------------------------------------------------------------------ sirr
+@pytest.fixture
+def sirr_tree(tmp_path, monkeypatch):
+    """A SIRR data root with the real layout and tiny counts (the table's counts patched to match):
+    Real20 keeps its listed names (2 here) and holds one more pair; one blended image is a JPEG."""
+    from dataclasses import replace
+
+    counts = {"real20": 2, "sir2_objects": 2, "sir2_postcard": 1, "sir2_wild": 1, "nature": 1}
+    tests = tuple(replace(s, count=counts[s.name], names=("3", "4") if s.names else None) for s in sirr.SIRR_TEST_SETS)
+    trains = tuple(replace(s, count=2) for s in sirr.SIRR_TRAIN_PAIR_SETS)
+    monkeypatch.setattr(sirr, "SIRR_TEST_SETS", tests)
+    monkeypatch.setattr(sirr, "SIRR_TRAIN_PAIR_SETS", trains)
+    monkeypatch.setattr(sirr, "VOC_TRAIN_COUNT", 3)
+    root, rng = tmp_path / "download", np.random.default_rng(0)
+    for s in (*tests, *trains):
+        names = ["3", "4", "5"] if s.names else [f"{s.name}_{i}" for i in range(s.count)]
+        for name in names:
+            for folder in ("blended", "transmission_layer"):
+                suffix = ".jpg" if (name, folder) == ("3", "blended") else ".png"
+                save(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), root / s.path / folder / f"{name}{suffix}")
+    for i in range(4):
+        save(rng.integers(0, 256, (10, 10, 3), dtype=np.uint8), root / sirr.VOC_TRAIN_DIR / f"2008_{i:06d}.png")
+    voc_list = tmp_path / "VOC2012_224_train_png.txt"
+    voc_list.write_text("2008_000000.png\n2008_000002.png\n2008_000003.png\n")
+    return root, voc_list
+
+
+def test_sirr_arranges_the_layout_with_counts_checked(sirr_tree, tmp_path):
+    root, voc_list = sirr_tree
+    out = tmp_path / "sirr"
+    args = ["--input", str(root), "--out", str(out), "--workers", "0", "--voc-list", str(voc_list)]
+    summary = sirr.main([*args, "--dry-run"])
+    assert summary.to_do == 2 * (2 + 2 + 1 + 1 + 1) + 2 * (2 + 2) + 3 and not out.exists()
+    summary = sirr.main(args)
+    assert summary.written == summary.total == 25 and summary.failed == 0
+    rows = manifest_rows(out)
+    check_files_match_manifest(out, rows)
+    assert "test/real20_420/blended/3.png" in rows and "test/real20_420/blended/5.png" not in rows  # Real20's names
+    assert rows["test/real20_420/blended/3.png"]["source"] == "test/real20_420/blended/3.jpg"
+    assert rows["test/Nature/blended/nature_0.png"]["set"] == "test/nature"
+    assert rows["train/nature/transmission_layer/nature_1.png"]["set"] == "train/nature"
+    voc = sorted(p for p in rows if p.startswith(sirr.VOC_TRAIN_DIR))
+    assert [p.rsplit("/", 1)[1] for p in voc] == ["2008_000000.png", "2008_000002.png", "2008_000003.png"]
+    assert all(rows[p]["set"] == "train/voc" for p in voc)
+    png = read_rgb(out / "test/SIR2/PostcardDataset/transmission_layer/sir2_postcard_0.png")
+    assert np.array_equal(png, np.asarray(Image.open(root / "test/SIR2/PostcardDataset/transmission_layer/"
+                                                     "sir2_postcard_0.png")))
+    assert sirr.main(args).done_before == 25
+
+
+def test_sirr_counts_and_pairs_are_checked_with_the_folder_named(sirr_tree, tmp_path):
+    root, voc_list = sirr_tree
+    args = ["--input", str(root), "--out", str(tmp_path / "out"), "--workers", "0", "--dry-run"]
+    (root / "test/SIR2/SolidObjectDataset/blended/sir2_objects_1.png").rename(
+        root / "test/SIR2/SolidObjectDataset/blended/other.png")
+    with pytest.raises(DataPrepError, match=r"SolidObjectDataset: 2 image\(s\) are in only one of .*expected 2 pairs"):
+        sirr.main([*args, "--part", "test"])
+    (root / "test/SIR2/SolidObjectDataset/blended/other.png").unlink()
+    (root / "test/SIR2/SolidObjectDataset/transmission_layer/sir2_objects_1.png").unlink()
+    with pytest.raises(DataPrepError, match=r"SIR2/SolidObjectDataset: 1 pairs, expected 2"):
+        sirr.main([*args, "--part", "test"])
+    with pytest.raises(DataPrepError, match=r"PNGImages: 4 images, expected 3 .*--voc-list"):
+        sirr.main([*args, "--part", "train"])
+    (root / sirr.VOC_TRAIN_DIR / "2008_000002.png").unlink()
+    with pytest.raises(DataPrepError, match=r"1 of the 3 files .* missing, e.g. 2008_000002.png"):
+        sirr.main([*args, "--part", "train", "--voc-list", str(voc_list)])
+    (root / "train/real").rename(root / "train/real_elsewhere")
+    with pytest.raises(DataPrepError, match=r"train/real has no blended/ .*expected 2 pairs"):
+        sirr.main([*args, "--part", "train", "--voc-list", str(voc_list)])
+
+
+def test_sirr_real_counts_are_the_benchmarks():
+    counts = {s.path: s.count for s in (*sirr.SIRR_TEST_SETS, *sirr.SIRR_TRAIN_PAIR_SETS)}
+    assert counts == {"test/real20_420": 20, "test/SIR2/SolidObjectDataset": 200, "test/SIR2/PostcardDataset": 199,
+                      "test/SIR2/WildSceneDataset": 55, "test/Nature": 20, "train/real": 90, "train/nature": 200}
+    assert sirr.VOC_TRAIN_COUNT // 2 == 7643

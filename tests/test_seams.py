@@ -107,9 +107,15 @@ def test_every_training_config_loads_and_builds_on_the_meta_device():
     import torch
 
     from latent_pmrf.lightning.tasks import load_task_config
-    from latent_pmrf.models.sim_vae import SimVAE
+    from latent_pmrf.models.lora import prepare_finetuning
+    from latent_pmrf.models.sim_vae import SimVAE, SimVAEConfig
     from latent_pmrf.models.swinir import SwinIR
     from latent_pmrf.models.velocity import build_velocity
+
+    def re_vae(cfg):  # a re-VAE config names a snapshot: build the c32 architecture with its adapters
+        model = SimVAE(SimVAEConfig.preset("sim_vae_c32"))
+        prepare_finetuning(model, cfg.modules, cfg.lora_or_none)
+        return model
 
     configs = sorted(p for p in (REPO / "configs").rglob("*.yaml"))
     assert len(configs) >= 24
@@ -117,7 +123,7 @@ def test_every_training_config_loads_and_builds_on_the_meta_device():
         task, cfg = load_task_config(path, check=False)
         with torch.device("cpu" if task.name == "posterior_mean" else "meta"):
             model = {"vae": lambda: SimVAE(cfg.model), "posterior_mean": lambda: SwinIR(cfg.model),
-                     "flow": lambda: build_velocity(cfg.model)}[task.name]()
+                     "flow": lambda: build_velocity(cfg.model), "re_vae": lambda: re_vae(cfg)}[task.name]()
         assert sum(p.numel() for p in model.parameters()) > 0, path
 
 

@@ -35,12 +35,42 @@ FORMAT_VERSION = 1
 CHECKPOINT_PREFIX = "pipeline."  # the pipeline's keys inside a FlowModule checkpoint's state_dict
 
 
+class IdentityPosteriorMean(nn.Module):
+    """f(y) = y: the flow starts from the degraded input itself (a task without a posterior-mean
+    estimator, e.g. SIRR, where GenSIRR's latent flow starts from the blended image)."""
+
+    config = None
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return y
+
+
 class RestorationPipeline(nn.Module):
-    def __init__(self, posterior_mean: nn.Module, velocity: nn.Module, vae: nn.Module | None = None,
-                 source_noise_std: float = 0.1, sampler: str = "uniform", vae_sample_posterior: bool = True):
+    """``tasks`` names what the pipeline restores (default one: ``["bfr"]``). A multi-task pipeline
+    (a velocity net with a task embedding for the same tasks) takes one posterior-mean estimator per
+    task, ``{task: module or None}`` (None: ``IdentityPosteriorMean``)."""
+
+    def __init__(self, posterior_mean: nn.Module | dict[str, nn.Module | None], velocity: nn.Module,
+                 vae: nn.Module | None = None, source_noise_std: float = 0.1, sampler: str = "uniform",
+                 vae_sample_posterior: bool = True, tasks: list[str] | None = None):
         super().__init__()
         if sampler not in SCHEDULES:
             raise ValueError(f"sampler must be one of {SCHEDULES}, got {sampler!r}")
+        embedded = list(getattr(velocity.config, "task_embedding", None) and velocity.config.task_embedding.tasks or [])
+        self.tasks = list(tasks or embedded or ["bfr"])
+        if embedded and embedded != self.tasks:
+            raise ValueError(f"tasks {self.tasks} differ from the velocity net's task embedding {embedded}")
+        if len(self.tasks) > 1 and not embedded:
+            raise ValueError(f"{len(self.tasks)} tasks need a velocity net with a task embedding for {self.tasks}")
+        if isinstance(posterior_mean, dict):
+            if sorted(posterior_mean) != sorted(self.tasks):
+                raise ValueError(f"posterior-mean estimators for {sorted(posterior_mean)}, tasks are {self.tasks}")
+            posterior_mean = nn.ModuleDict({task: posterior_mean[task] or IdentityPosteriorMean()
+                                            for task in self.tasks})
+        elif len(self.tasks) > 1:
+            raise ValueError(f"a multi-task pipeline ({self.tasks}) takes one posterior-mean estimator per task")
+        elif embedded:  # a task-embedded net trained on one task
+            posterior_mean = nn.ModuleDict({self.tasks[0]: posterior_mean})
         self.posterior_mean = posterior_mean.eval().requires_grad_(False)
         self.space = LatentSpace(vae, vae_sample_posterior) if vae is not None else PixelSpace()
         self.velocity = velocity
@@ -58,6 +88,15 @@ class RestorationPipeline(nn.Module):
         return getattr(self.space, "vae", None)
 
     @property
+    def min_side(self) -> int:
+        """The smallest image side the velocity net takes: each neighbourhood-attention level needs a
+        token map at least as wide as its kernel (a multiple of ``size_multiple``)."""
+        cfg = self.velocity.config
+        tokens = max([1] + [lvl.kernel_size * 2**i for i, lvl in enumerate(cfg.levels) if lvl.attention == "neighborhood"])
+        side = tokens * cfg.patch_size * self.space.scale_factor
+        return -(-side // self.size_multiple) * self.size_multiple
+
+    @property
     def size_multiple(self) -> int:
         """Image sides must be multiples of this (VAE downsampling × velocity net patch/merges)."""
         return self.space.scale_factor * self.velocity.config.multiple
@@ -73,15 +112,50 @@ class RestorationPipeline(nn.Module):
 
     @property
     def source_device(self) -> torch.device:
-        return next(self.posterior_mean.parameters()).device
+        return next(self.velocity.parameters()).device
+
+    @property
+    def multi_task(self) -> bool:
+        return isinstance(self.posterior_mean, nn.ModuleDict)
+
+    def task_id(self, task: str | None) -> int | None:
+        """The velocity net's id of ``task`` (None for a single-task pipeline); a task this pipeline
+        was not trained for is an error naming the ones it knows."""
+        if task is not None and task not in self.tasks:
+            raise ValueError(f"unknown task {task!r}: this model restores {self.tasks}")
+        if not self.multi_task:
+            return None
+        return self.tasks.index(task or self.tasks[0])
+
+    def velocity_for(self, task_ids: torch.Tensor | int | None):
+        """v(x, t) bound to the task ids (one, or one per image, repeated for stacked branches)."""
+        if task_ids is None:
+            return self.velocity
+
+        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            ids = torch.as_tensor(task_ids, device=x.device).reshape(-1)
+            return self.velocity(x, t, task=ids if ids.numel() == 1 else ids.repeat(x.shape[0] // ids.numel()))
+
+        return velocity
+
+    def posterior_means(self, lq: torch.Tensor, task_ids: torch.Tensor | int | None = None) -> torch.Tensor:
+        """f(y) of each image, by its task's estimator for a multi-task pipeline."""
+        if not self.multi_task:
+            return self.posterior_mean(lq)
+        ids = torch.as_tensor(task_ids if task_ids is not None else 0).reshape(-1).expand(lq.shape[0])
+        out = torch.empty_like(lq)
+        for task_id in ids.unique().tolist():
+            rows = (ids == task_id).nonzero().flatten().to(lq.device)
+            out[rows] = self.posterior_mean[self.tasks[task_id]](lq[rows]).to(out.dtype)
+        return out
 
     @torch.no_grad()
-    def source(self, lq: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def source(self, lq: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None = None,
+               task_ids: torch.Tensor | int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(Z0, f(y)): Z0 = space(clip(f(y), -1, 1)) + σ_s·ε; with one generator per image, an
         image's draw does not depend on its batch."""
         with self.full_precision():
-            posterior_mean = self.posterior_mean(lq.float()).clamp(-1, 1)
+            posterior_mean = self.posterior_means(lq.float(), task_ids).clamp(-1, 1)
             sigma = self.source_noise_std
             if isinstance(generator, (list, tuple)):
                 x0 = torch.cat([source_sample(self.space, posterior_mean[i : i + 1], sigma, generator=g)
@@ -91,20 +165,23 @@ class RestorationPipeline(nn.Module):
         return x0, posterior_mean
 
     @torch.no_grad()
-    def flow_endpoints(self, lq: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def flow_endpoints(self, lq: torch.Tensor, gt: torch.Tensor, task_ids: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """(Z0, X1) of a training pair (Fig. 2), in float32."""
-        x0, _ = self.source(lq)
+        x0, _ = self.source(lq, task_ids=task_ids)
         with self.full_precision():
             return x0, self.space.encode(gt.float())
 
     @torch.no_grad()
     def restore(self, lq: torch.Tensor, steps: int = 25,
                 generator: torch.Generator | list[torch.Generator] | None = None,
-                sampler: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                sampler: str | None = None, task: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(restored, posterior mean), both in [-1, 1]; sides must be multiples of ``size_multiple``.
-        ``sampler``: the Euler time grid (default: the pipeline's)."""
-        x0, posterior_mean = self.source(lq, generator)
-        x1 = sample_euler(self.velocity, x0, steps, schedule=sampler or self.sampler)
+        ``sampler``: the Euler time grid (default: the pipeline's); ``task``: one of ``tasks``
+        (default: the first)."""
+        task_id = self.task_id(task)
+        x0, posterior_mean = self.source(lq, generator, task_id)
+        x1 = sample_euler(self.velocity_for(task_id), x0, steps, schedule=sampler or self.sampler)
         with self.full_precision():
             return self.space.decode(x1.float()).clamp(-1, 1), posterior_mean
 
@@ -114,7 +191,10 @@ class RestorationPipeline(nn.Module):
         velocity = self.velocity.net if isinstance(self.velocity, UnitRangeVelocity) else self.velocity
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "source_noise_std": self.source_noise_std,
                 "sampler": self.sampler, "vae_sample_posterior": getattr(self.space, "sample_posterior", True),
-                "posterior_mean": to_dict(self.posterior_mean.config),
+                "tasks": self.tasks,
+                "posterior_mean": ({task: None if m.config is None else to_dict(m.config)
+                                    for task, m in self.posterior_mean.items()} if self.multi_task
+                                   else to_dict(self.posterior_mean.config)),
                 "velocity": to_dict(velocity.config),
                 "velocity_unit_range": isinstance(self.velocity, UnitRangeVelocity),
                 "vae": autoencoder_config(self.vae) if self.vae is not None else None}
@@ -133,9 +213,13 @@ class RestorationPipeline(nn.Module):
             if raw.get("velocity_unit_range"):
                 velocity = UnitRangeVelocity(velocity)
             vae = autoencoder_from_config(raw["vae"], f"{source}: vae") if raw.get("vae") else None
-            return cls(SwinIR(SwinIRConfig(**raw["posterior_mean"])), velocity, vae,
-                       source_noise_std=float(raw["source_noise_std"]), sampler=raw["sampler"],
-                       vae_sample_posterior=bool(raw["vae_sample_posterior"]))
+            tasks = raw.get("tasks") or ["bfr"]
+            stored = raw["posterior_mean"]
+            per_task = isinstance(stored, dict) and set(stored) == set(tasks)
+            posterior_mean = ({task: None if stored[task] is None else SwinIR(SwinIRConfig(**stored[task]))
+                               for task in tasks} if per_task else SwinIR(SwinIRConfig(**stored)))
+            return cls(posterior_mean, velocity, vae, source_noise_std=float(raw["source_noise_std"]),
+                       sampler=raw["sampler"], vae_sample_posterior=bool(raw["vae_sample_posterior"]), tasks=tasks)
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{source}: cannot rebuild the pipeline: {err}") from err
 
@@ -206,6 +290,37 @@ class RestorationPipeline(nn.Module):
         release = load_pmrf_release(path, **configs)
         return cls(release.posterior_mean, release.velocity, None,
                    source_noise_std=release.source_noise_std, sampler="uniform").eval()
+
+    # ------------------------------------------------------------------ early branching (GenSIRR's DEBS)
+    @torch.no_grad()
+    def restore_early_branching(self, lq: torch.Tensor, scorer, branches: int = 4, steps: int = 25,
+                                branch_steps: int = 1, generator: torch.Generator | list[torch.Generator] | None = None,
+                                sampler: str | None = None, task: str | None = None
+                                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``restore`` with early-branching selection (``early_branching.py``): ``branches`` draws of
+        Z0 per image (the first is ``restore``'s, the others the generators' next draws, all from one
+        f(y)), ``branch_steps`` Euler steps of all of them as one batch, then each image goes on with
+        the draw whose one-step end point, decoded to [0, 1], ``scorer`` rates highest ((B, 3, H, W)
+        -> (B,), higher is better; ``scorers.build_scorer``). One branch gives ``restore``'s output.
+        Returns (restored, posterior mean, chosen draw (B,))."""
+        from .early_branching import sample_early_branching
+
+        task_id = self.task_id(task)
+        x0, posterior_mean = self.source(lq, generator, task_id)
+        pairs = (list(zip(posterior_mean.split(1), generator)) if isinstance(generator, (list, tuple))
+                 else [(posterior_mean, generator)])
+        with self.full_precision():
+            sources = [x0, *(torch.cat([source_sample(self.space, mean, self.source_noise_std, generator=g)
+                                        for mean, g in pairs]) for _ in range(branches - 1))]
+
+        def decode(x1_hat: torch.Tensor) -> torch.Tensor:  # flow space -> [0, 1] images, what scorers read
+            with self.full_precision():
+                return (self.space.decode(x1_hat.float()).clamp(-1, 1) + 1) / 2
+
+        x1, chosen = sample_early_branching(self.velocity_for(task_id), sources, steps, scorer, branch_steps,
+                                            sampler or self.sampler, decode, return_indices=True)
+        with self.full_precision():
+            return self.space.decode(x1.float()).clamp(-1, 1), posterior_mean, chosen
 
 
 def load_restoration(path: str | Path) -> RestorationPipeline:

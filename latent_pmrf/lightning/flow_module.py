@@ -47,10 +47,15 @@ def build_pipeline(cfg: FlowTrainConfig) -> RestorationPipeline:
         raise ValueError("space: latent needs `vae`: a Sim-VAE or diffusers AutoencoderKL directory, "
                          "a Hugging Face repo id, or sd15|sdxl|flux|sd3")
     vae = load_autoencoder(cfg.vae) if cfg.space == "latent" else None
+    posterior_mean = load_posterior_mean(cfg.posterior_mean)
+    if cfg.sirr is not None:  # one estimator per task; none for SIRR means f(y) = y
+        source = cfg.sirr.posterior_mean
+        posterior_mean = {cfg.task_name: posterior_mean, "sirr": load_posterior_mean(source) if source else None}
     try:
-        return RestorationPipeline(load_posterior_mean(cfg.posterior_mean), build_velocity(cfg.model), vae,
+        return RestorationPipeline(posterior_mean, build_velocity(cfg.model), vae,
                                    source_noise_std=cfg.source_noise_std, sampler=cfg.sampler,
-                                   vae_sample_posterior=cfg.vae_sample_posterior)
+                                   vae_sample_posterior=cfg.vae_sample_posterior,
+                                   tasks=list(cfg.model.task_embedding.tasks) or [cfg.task_name])
     except ValueError as err:  # channel mismatch: name the config keys
         raise ValueError(f"model.in_channels/out_channels vs {f'vae {cfg.vae}' if vae is not None else 'space: pixel'}: "
                          f"{err}") from err
@@ -74,9 +79,10 @@ class FlowModule(L.LightningModule):
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         log_skipped_files(self, batch)
-        x0, x1 = self.pipeline.flow_endpoints(batch["lq"], batch["gt"])
+        task_ids = batch.get("task") if self.pipeline.multi_task else None
+        x0, x1 = self.pipeline.flow_endpoints(batch["lq"], batch["gt"], task_ids)
         t = stratified_uniform(x0.shape[0], self.global_rank, self.trainer.world_size, device=x0.device)
-        loss = flow_matching_loss(self.pipeline.velocity, x0, x1, t)
+        loss = flow_matching_loss(self.pipeline.velocity_for(task_ids), x0, x1, t)
         self.log("train/loss", loss.detach(), prog_bar=True)
         return loss
 

@@ -15,6 +15,7 @@ from ..models.hdit import HDiTConfig
 from ..models.looformer import LooUFormerConfig
 from ..models.velocity import VELOCITY_FAMILIES, velocity_config_class, velocity_preset
 from ..models.swinir import SwinIRConfig
+from .sirr_data import SIRRDataConfig
 from .trainer_config import ImageSourceConfig, TrainerConfig, check_on_read_error
 
 
@@ -117,6 +118,21 @@ class ConvergenceConfig:
 
 
 @dataclass
+class SIRRTaskConfig:
+    """Reflection removal as a second task of one flow model (GenSIRR on latent PMRF): its data
+    (``sirr_data.SIRRDataConfig``), the share of training items it gets, and its posterior-mean
+    estimator (null: none, the flow starts from the blended image itself)."""
+
+    data: SIRRDataConfig = field(default_factory=SIRRDataConfig)
+    ratio: float = 0.5  # fraction of training items drawn from this task (the rest: the BFR data)
+    posterior_mean: Optional[PosteriorMeanSource] = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.ratio < 1.0:
+            raise ValueError(f"sirr.ratio must be in (0, 1), got {self.ratio}")
+
+
+@dataclass
 class FlowTrainConfig:
     """Latent-PMRF (``space: latent``) or PMRF (``space: pixel``) rectified flow (Sec. 3.1)."""
 
@@ -137,6 +153,9 @@ class FlowTrainConfig:
     # Euler time grid of validation, convergence and `restore` (flow/sampler.py): "uniform" (PMRF)
     # or "flow_match_euler" (the official Latent-PMRF pipeline's diffusers scheduler).
     sampler: str = "uniform"
+    task_name: str = "bfr"  # what `data` trains (restore --task NAME)
+    # a second task (GenSIRR): the velocity net gets a task embedding for [task_name, "sirr"]
+    sirr: Optional[SIRRTaskConfig] = None
     convergence: ConvergenceConfig = field(default_factory=ConvergenceConfig)
     data: BFRDataConfig = field(default_factory=BFRDataConfig)
     optim: RestorationOptimConfig = field(default_factory=RestorationOptimConfig)
@@ -160,6 +179,12 @@ class FlowTrainConfig:
             raise ValueError(f"space must be 'latent' or 'pixel', got {self.space!r}")
         if not isinstance(self.model, (HDiTConfig, LooUFormerConfig)):
             raise ValueError(f"model must be a velocity-model config (HDiT or LooUFormer), got {type(self.model).__name__}")
+        tasks = [self.task_name, "sirr"] if self.sirr is not None else []
+        embedded = list(self.model.task_embedding.tasks)
+        if tasks and not embedded:
+            self.model.task_embedding.tasks = tasks  # the embedding follows the tasks the data names
+        elif embedded != tasks and (tasks or len(embedded) > 1):
+            raise ValueError(f"model.task_embedding.tasks is {embedded} but the data trains {tasks or [self.task_name]}")
         from ..flow.sampler import SCHEDULES
 
         if self.sampler not in SCHEDULES:

@@ -25,6 +25,12 @@ from .registry import metric_info, missing_weights_reason
 from .suite import MetricSuite
 
 FEATURE_CACHE = Path.home() / ".cache" / "latent-pmrf" / "features"
+# What `evaluate --protocol` can compute; results CSVs record the name beside the metric columns.
+PROTOCOLS = {
+    "default": "the metric table's conventions (psnr/ssim: BasicSR, RGB 0-255, 11x11 Gaussian SSIM)",
+    "sirr": "SIRR benchmarks: GT at the floor multiple of 32, per-channel scikit-image PSNR/SSIM "
+            "(metrics/sirr.py)",
+}
 
 
 @dataclass
@@ -153,6 +159,7 @@ def evaluate_folders(pred: str | Path, gt: str | Path | None = None, posterior_m
     values = suite.per_image()
     per_image = [{"file": _key(p, pred), **{n: float(v[i]) for n, v in values.items()}}
                  for i, p in enumerate(pred_files)]
-    meta = {"pred": str(pred), "images": len(pred_files), "gt": str(gt or ""), "posterior_mean": str(posterior_mean or ""),
+    meta = {"protocol": "default", "pred": str(pred), "images": len(pred_files), "gt": str(gt or ""),
+            "posterior_mean": str(posterior_mean or ""),
             "reference": "ffhq-70k stats (fid)" if fid_stats == "ffhq" else str(sources["set"] or "")}
     return EvaluationResult(label, summary, per_image, skipped, meta)
