@@ -13,7 +13,7 @@ from latent_pmrf.data.bfr_datasets import PairedFolderDataset, PairedOnlineDatas
 from latent_pmrf.data.degradations import BFRDegradation
 from latent_pmrf.data.image_folder import ImageFiles, ImageFolderCrops
 from latent_pmrf.data.image_io import ImageReadError, read_image, to_uint8
-from latent_pmrf.data.samplers import EpochIndexSampler
+from latent_pmrf.data.samplers import EpochIndexSampler, ResumableLoader
 
 
 def rgb8(h=20, w=24, seed=0) -> np.ndarray:
@@ -174,6 +174,77 @@ def hq_folder(tmp_path):
         img = np.stack([np.sin(x / (3 + i)), np.cos(y / 4), (x + y) / 160], -1) * 0.5 + 0.5
         Image.fromarray((img * 255).astype(np.uint8)).save(root / f"{i:02d}.png")
     return root
+
+
+class EpochIndexItems(torch.utils.data.Dataset):
+    """Each item is its own (epoch, index)."""
+
+    def __init__(self, length):
+        self.length = length
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, item):
+        return torch.tensor(item)
+
+
+def _pass(loader):
+    return [tuple(x) for batch in loader for x in batch.tolist()]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_loader_resumes_mid_epoch_where_the_training_loop_stopped(workers, replicas):
+    def loaders(epoch):
+        out = [ResumableLoader(EpochIndexItems(23), sampler=EpochIndexSampler(23, seed=5, num_replicas=replicas,
+                                                                              rank=r, drop_last=True),
+               batch_size=3, drop_last=True, num_workers=workers) for r in range(replicas)]
+        for loader in out:
+            loader.sampler.set_epoch(epoch)
+        return out
+
+    expected = [_pass(loader) for loader in loaders(4)]
+    states = []
+    for rank, loader in enumerate(loaders(4)):
+        batches = iter(loader)  # workers prefetch beyond the two batches handed out: not counted
+        assert [tuple(x) for _ in range(2) for x in next(batches).tolist()] == expected[rank][:6]
+        states.append(loader.state_dict())
+    assert states == [{"epoch": 4, "position": 6 * replicas}] * replicas
+    next_epoch = [_pass(loader) for loader in loaders(5)]
+    for rank, loader in enumerate(loaders(0)):  # a fresh process: Lightning loads the state, then sets the epoch
+        loader.load_state_dict(states[rank])
+        loader.sampler.set_epoch(4)
+        assert _pass(loader) == expected[rank][6:]
+        loader.sampler.set_epoch(5)  # the next epoch starts from its beginning
+        assert _pass(loader) == next_epoch[rank]
+
+
+def test_sampler_resumed_on_another_number_of_ranks_takes_the_rest_once():
+    first = [EpochIndexSampler(20, seed=1, num_replicas=2, rank=r, drop_last=True) for r in range(2)]
+    order = [i for pair in zip(*(list(s) for s in first)) for _, i in pair]  # permutation positions 0, 1, ...
+    state = first[0].state_dict(taken=3)
+    assert state == {"epoch": 0, "position": 6}
+    shards = []
+    for rank in range(3):
+        s = EpochIndexSampler(20, seed=1, num_replicas=3, rank=rank, drop_last=True)
+        s.load_state_dict(state)
+        shards.append([i for _, i in s])
+    assert len({len(shard) for shard in shards}) == 1  # equal shares: DDP ranks step together
+    rest = [i for shard in shards for i in shard]
+    assert len(rest) == len(set(rest)) == 12 and set(rest) <= set(order[6:])
+
+
+def test_crops_depend_only_on_seed_epoch_index(hq_folder):
+    ds = ImageFolderCrops([(hq_folder, None)], crop_size=32, repeat=2, seed=7)
+    torch.manual_seed(0)
+    a = ds[(3, 8)]["image"]
+    torch.manual_seed(1)
+    assert torch.equal(a, ds[(3, 8)]["image"])
+    assert not torch.equal(a, ds[(4, 8)]["image"]) and not torch.equal(a, ds[(3, 2)]["image"])  # 8 and 2: one image
+    sampler = EpochIndexSampler(len(ds), seed=0)
+    by_workers = [[b["image"] for b in DataLoader(ds, batch_size=4, sampler=sampler, num_workers=w)] for w in (0, 2)]
+    assert all(torch.equal(x, y) for x, y in zip(*by_workers))
 
 
 def _online(hq_folder, train, crop=64):

@@ -1,8 +1,10 @@
 """The convergence callback on a shrunk real flow config: CSV + logger values every N steps, EMA
 weights used, injected untrained DINOv2 for a set metric, missing weights skipped with a warning,
-resume keeps earlier rows, and plot-convergence reads the result."""
+resume keeps earlier rows, plot-convergence reads the result, and sharded ranks (threads here; real
+DDP in tests/faults/test_ddp.py) get the 1-process numbers."""
 
 import csv
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +123,62 @@ def test_convergence_values_do_not_depend_on_the_validation_batch_size(faces_dir
         values.append(callback._evaluate(None, module))
     assert values[0] == values[1]
     assert values[0]["ind_rmse"] == 0 and np.isfinite(values[0]["psnr"])
+
+
+class PooledColours(torch.nn.Module):
+    """A stand-in DINOv2 trunk: the "CLS token" is the image's mean colour on a 4x4 grid."""
+
+    def forward_features(self, x):  # (B, 3, H, W) -> (B, 1, 48)
+        return torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)[:, None]
+
+
+class ThreadRanks:
+    """``all_gather`` for ranks that are threads of this process: every rank's object, in rank order."""
+
+    def __init__(self, world_size):
+        self.barrier = threading.Barrier(world_size, timeout=60)
+        self.slots = [None] * world_size
+        self.local = threading.local()
+
+    def __call__(self, obj):
+        self.slots[self.local.rank] = obj
+        self.barrier.wait()
+        gathered = list(self.slots)
+        self.barrier.wait()
+        return gathered
+
+
+def test_sharded_convergence_equals_one_process(faces_dir, monkeypatch):
+    """Two ranks (threads) each restore their shard with each image's own noise and gather values
+    and set-metric features: both get exactly the numbers of one process over the whole set."""
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    from latent_pmrf.lightning import convergence
+    from latent_pmrf.lightning.restoration_config import BFRDataConfig
+    from latent_pmrf.lightning.trainer_config import ImageSourceConfig
+
+    module = SimpleNamespace(pipeline=NoisyRestorer(), device=torch.device("cpu"))
+    data = BFRDataConfig(train=[ImageSourceConfig(root=str(faces_dir / "hq"))], val_dir=str(faces_dir / "hq"),
+                         crop_size=64, val_batch_size=2, num_workers=0)
+
+    def values(trainer, on_rank=None):
+        if on_rank is not None:
+            ranks.local.rank = on_rank
+        metrics = {"psnr": PSNR(), "mmd_dinov2": DINOv2Distance("mmd", DINOv2Features(model=PooledColours(),
+                                                                                      image_size=32))}
+        callback = convergence.ConvergenceCallback(ConvergenceConfig(num_images=5, seed=7), data, metrics)
+        callback.suite = callback._build(module.device)
+        return callback._evaluate(trainer, module)
+
+    one_process = values(None)
+    ranks = ThreadRanks(2)
+    monkeypatch.setattr(convergence, "all_ranks", ranks)
+    with ThreadPoolExecutor(2) as pool:  # shards [0, 2) and [2, 5)
+        sharded = [f.result() for f in [pool.submit(values, SimpleNamespace(global_rank=r, world_size=2), r)
+                                        for r in range(2)]]
+    assert sharded[0] == sharded[1] == one_process
+    assert np.isfinite(one_process["mmd_dinov2"]) and one_process["mmd_dinov2"] > 0
 
 
 def test_paper_configs_log_fig3_curves():

@@ -1,6 +1,7 @@
 """Training-time validation measures what `latent-pmrf evaluate` measures: the ``val/psnr`` and
 ``val/ssim`` a validation loop logs equal evaluate's numbers on the same images written as PNGs
-(by ``latent-pmrf restore``'s writer), whatever the batch size."""
+(by ``latent-pmrf restore``'s writer), whatever the batch size; under DDP each rank validates a
+contiguous shard (the 2-process runs of tests/faults/test_ddp.py compare with one process)."""
 
 import cv2
 import lightning as L
@@ -10,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from latent_pmrf.cli.restore import save_png
-from latent_pmrf.lightning.val_images import log_psnr_ssim
+from latent_pmrf.lightning.val_images import log_psnr_ssim, validation_shard
 from latent_pmrf.metrics.evaluate import evaluate_folders
 
 
@@ -46,3 +47,15 @@ def test_logged_psnr_ssim_equal_evaluate_on_the_written_pngs(faces_dir, tmp_path
     p, g = ((torch.stack([s[c] for s in samples]).clamp(-1, 1) + 1) / 2 for c in ("pred", "gt"))
     float_psnr = float(np.mean([10 * np.log10(1 / ((a - b) ** 2).mean().item()) for a, b in zip(p, g)]))
     assert abs(float_psnr - result.summary["psnr"]) > 1e-3
+
+
+@pytest.mark.parametrize("n, world_size", [(5, 2), (8, 2), (7, 3), (3, 3)])
+def test_validation_shards_are_contiguous_balanced_and_cover_the_set_once(n, world_size):
+    shards = [list(validation_shard(list(range(n)), rank, world_size)) for rank in range(world_size)]
+    assert [i for shard in shards for i in shard] == list(range(n))  # rank order is set order
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1 and min(map(len, shards)) >= 1
+
+
+def test_a_validation_set_smaller_than_the_ranks_is_refused():
+    with pytest.raises(ValueError, match="3 images, fewer than the 4 ranks.*val_limit"):
+        validation_shard(list(range(3)), 0, 4)

@@ -83,24 +83,31 @@ def center_crop(image: np.ndarray, size: int, path: Path) -> np.ndarray:
 
 
 class ImageFolderCrops(Dataset):
-    """Random ``crop_size`` crops (and optional horizontal flips): ``{"image", "skipped"}``.
+    """Random ``crop_size`` crops (and optional horizontal flips): ``{"image", "skipped", "path"}``.
 
-    Randomness comes from torch's RNG, which Lightning seeds per worker.
+    Item ``(epoch, index)`` (from ``EpochIndexSampler``; a plain index uses ``self.epoch``) draws
+    its crop and flip from a generator seeded by ``(seed, epoch, index)``: the same in every
+    dataloader worker, rank and restart, and new in every epoch.
     """
 
     def __init__(self, sources: list[tuple[str | Path, int | None]], crop_size: int, hflip: bool = True,
-                 repeat: int = 1, on_read_error: str = "skip"):
+                 repeat: int = 1, on_read_error: str = "skip", seed: int = 0):
         self.images = ImageFiles.from_sources(sources, on_read_error)
         self.crop_size = crop_size
         self.hflip = hflip
         self.repeat = repeat  # each image appears `repeat` times per epoch, each time a new crop
+        self.seed = seed
+        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.images) * self.repeat
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, item: int | tuple[int, int]) -> dict:
+        from .bfr_datasets import item_rng  # bfr_datasets imports this module
+
+        epoch, index = item if isinstance(item, tuple) else (self.epoch, item)
         image, path, skipped = self.images.read(index % len(self.images))
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
+        rng = item_rng(self.seed, epoch, index)
         crop = random_crop(image, self.crop_size, rng, path)
         if self.hflip and rng.random() < 0.5:
             crop = crop[:, ::-1]

@@ -1,5 +1,7 @@
 """A DDP-aware sampler that hands each dataset item its epoch, so per-sample randomness can be
-seeded from (seed, epoch, index) inside any dataloader worker, persistent or not."""
+seeded from (seed, epoch, index) inside any dataloader worker, persistent or not; and the
+DataLoader that checkpoints how far into an epoch training got, so a restarted run continues
+with exactly the batches the stopped one had not trained on."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import math
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..seeding import torch_generator
 
@@ -20,6 +22,11 @@ class EpochIndexSampler(Sampler[tuple[int, int]]):
     being set on a dataset copy that worker processes do not see. Lightning calls ``set_epoch``
     on a dataloader's sampler every epoch; build the Trainer with ``use_distributed_sampler=False``
     so that it does not wrap this sampler in its own.
+
+    Resumable: ``state_dict(taken)`` is where the current pass stands once this rank has consumed
+    ``taken`` items (its epoch and the position in the permutation, counting the items of all
+    ranks); after ``load_state_dict`` the next pass over that epoch starts there, each rank
+    taking an equal share of the rest (another number of ranks than the one that stopped works).
     """
 
     def __init__(self, length: int, shuffle: bool = True, seed: int = 0, num_replicas: int = 1, rank: int = 0,
@@ -35,6 +42,8 @@ class EpochIndexSampler(Sampler[tuple[int, int]]):
             self.num_samples = length // num_replicas
         else:
             self.num_samples = math.ceil(length / num_replicas)
+        self._resume_at: tuple[int, int] | None = None  # (epoch, position) where the next pass of that epoch starts
+        self._pass = (0, 0)  # (epoch, start position) of the current pass
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -42,7 +51,17 @@ class EpochIndexSampler(Sampler[tuple[int, int]]):
     def __len__(self) -> int:
         return self.num_samples
 
+    def state_dict(self, taken: int = 0) -> dict[str, int]:
+        epoch, start = self._pass
+        return {"epoch": epoch, "position": start + taken * self.num_replicas}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch = int(state["epoch"])
+        self._resume_at = self._pass = (self.epoch, int(state["position"]))
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
+        start = self._resume_at[1] if self._resume_at is not None and self._resume_at[0] == self.epoch else 0
+        self._resume_at, self._pass = None, (self.epoch, start)
         if self.shuffle:
             g = torch_generator(self.seed, self.epoch)
             order = torch.randperm(self.length, generator=g).tolist()
@@ -51,5 +70,35 @@ class EpochIndexSampler(Sampler[tuple[int, int]]):
         total = self.num_samples * self.num_replicas
         if total > len(order):  # pad by wrapping, as DistributedSampler
             order += (order * math.ceil(total / len(order)))[: total - len(order)]
-        for index in order[self.rank : total : self.num_replicas]:
+        per_rank = max(0, total - start) // self.num_replicas  # equal shares: no rank waits for another
+        for index in order[start + self.rank : start + per_rank * self.num_replicas : self.num_replicas]:
             yield self.epoch, index
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader over an ``EpochIndexSampler`` that Lightning saves in its checkpoints and
+    restores (``state_dict``/``load_state_dict``: Lightning's "resumable dataloader").
+
+    The state counts the batches this loader has handed to the training loop in the current
+    pass, not those the sampler or the workers have prefetched, so a run restarted from a
+    checkpoint written after batch n of an epoch continues that epoch with batch n + 1.
+    """
+
+    def __init__(self, dataset: Dataset, *, sampler: EpochIndexSampler, batch_size: int, **kwargs):
+        if not isinstance(sampler, EpochIndexSampler):  # e.g. Lightning wrapped it for DDP
+            raise TypeError(f"ResumableLoader needs an EpochIndexSampler, got {type(sampler).__name__}: build the "
+                            "Trainer with use_distributed_sampler=False (the sampler shards ranks itself)")
+        super().__init__(dataset, batch_size=batch_size, sampler=sampler, **kwargs)
+        self._handed_out = 0
+
+    def __iter__(self) -> Iterator:
+        self._handed_out = 0
+        for batch in super().__iter__():
+            self._handed_out += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return self.sampler.state_dict(taken=self._handed_out * self.batch_size)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.load_state_dict(state)

@@ -9,24 +9,34 @@ from torch.utils.data import DataLoader
 
 from ..data.bfr_datasets import PairedFolderDataset, PairedOnlineDataset
 from ..data.degradations import BFRDegradation
-from ..data.samplers import EpochIndexSampler
-from .restoration_config import BFRDataConfig
+from ..data.samplers import EpochIndexSampler, ResumableLoader
+from ..data.task_mix import TaskMixDataset
+from .restoration_config import BFRDataConfig, SIRRTaskConfig
+from .sirr_data import build_sirr_datasets
+from .val_images import validation_shard
 
 
 class BFRDataModule(L.LightningDataModule):
     """Build the Trainer with ``use_distributed_sampler=False``: the sampler shards ranks itself."""
 
-    def __init__(self, cfg: BFRDataConfig):
+    def __init__(self, cfg: BFRDataConfig, sirr: SIRRTaskConfig | None = None):
+        """``sirr``: a second task whose items are mixed in (``data/task_mix.py``), each tagged
+        with its task id (0: the BFR data, 1: SIRR); validation stays on the BFR set."""
         super().__init__()
         if not cfg.train:
             raise ValueError("data.train lists no HQ image folders: add at least one {root: DIR}")
         self.cfg = cfg
+        self.sirr = sirr
         self.degradation = BFRDegradation(cfg.degradation)
 
     def setup(self, stage: str | None = None) -> None:
         c = self.cfg
         self.train_set = PairedOnlineDataset([(s.root, s.limit) for s in c.train], self.degradation, c.crop_size,
                                              seed=c.seed, train=True, on_read_error=c.on_read_error)
+        if self.sirr is not None:
+            sirr_train, _ = build_sirr_datasets(self.sirr.data)
+            self.train_set = TaskMixDataset([self.train_set, sirr_train], [1 - self.sirr.ratio, self.sirr.ratio],
+                                            length=len(self.train_set), seed=c.seed)
         if c.val_lq_dir:
             self.val_set = PairedFolderDataset(c.val_lq_dir, c.val_dir, limit=c.val_limit)
         elif c.val_dir:
@@ -43,11 +53,14 @@ class BFRDataModule(L.LightningDataModule):
         sampler = EpochIndexSampler(len(self.train_set), shuffle=True, seed=c.seed,
                                     num_replicas=trainer.world_size if trainer else 1,
                                     rank=trainer.global_rank if trainer else 0, drop_last=True)
-        return DataLoader(self.train_set, batch_size=c.batch_size, sampler=sampler, drop_last=True,
-                          num_workers=c.num_workers, persistent_workers=c.num_workers > 0, pin_memory=True)
+        return ResumableLoader(self.train_set, sampler=sampler, batch_size=c.batch_size, drop_last=True,
+                               num_workers=c.num_workers, persistent_workers=c.num_workers > 0, pin_memory=True)
 
     def val_dataloader(self):
+        """This rank's contiguous shard of the validation set (``val_images.validation_shard``)."""
         if self.val_set is None:
             return []
-        return DataLoader(self.val_set, batch_size=self.cfg.val_batch_size, num_workers=self.cfg.num_workers,
-                          pin_memory=True)
+        trainer = self.trainer
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        shard = validation_shard(self.val_set, rank, world_size)
+        return DataLoader(shard, batch_size=self.cfg.val_batch_size, num_workers=self.cfg.num_workers, pin_memory=True)

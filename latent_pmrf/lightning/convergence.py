@@ -11,7 +11,9 @@ set's features (computed once). Values go to every logger as ``convergence/<metr
 ``RUN/convergence.csv`` (``step`` + one column per metric; atomic rewrite; on resume, rows after
 the resumed step are dropped), which ``latent-pmrf plot-convergence`` reads.
 
-Computed on global rank 0 on the whole (unsharded) validation set; other ranks wait at a barrier.
+Under DDP every rank restores its own contiguous shard of the set (``val_images.validation_shard``)
+and the per-image values and set-metric features are gathered in rank order (``MetricSuite.gather``),
+so every rank computes the 1-process numbers; global rank 0 alone logs them and writes the CSV.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import torch
 from ..atomic import write_text_atomic
 from ..metrics.base import FeatureMetric, ImageMetric, to_unit_8bit
 from ..metrics.registry import missing_weights_reason
-from ..metrics.suite import MetricSuite
+from ..metrics.suite import MetricSuite, all_ranks
 from ..seeding import torch_generator
 from .bfr_data import BFRDataModule
 from .ema import EMA
@@ -43,7 +45,7 @@ class ConvergenceCallback(L.Callback):
         self.data = replace(data, val_limit=cfg.num_images)
         self._loader = None
         self.metrics = metrics  # given metrics (tests inject untrained backbones) replace cfg.metrics
-        self.suite: MetricSuite | None = None  # built lazily on rank 0; keeps the ground truth's features
+        self.suite: MetricSuite | None = None  # built lazily; keeps the ground truth's features
         self._last_step = -1
 
     def _build(self, device: torch.device) -> MetricSuite:
@@ -68,36 +70,40 @@ class ConvergenceCallback(L.Callback):
             self._measure(trainer, pl_module)
 
     def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Every rank restores its shard (the gathers are collectives); rank 0 logs and writes."""
         self._last_step = step = trainer.global_step
+        if self.suite is None:
+            self.suite = self._build(pl_module.device)
+        if not self.suite.metrics:
+            return
+        ema = next((c for c in trainer.callbacks if isinstance(c, EMA)), None)
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            if ema is not None:
+                with ema.swapped_in(pl_module):
+                    values = self._evaluate(trainer, pl_module)
+            else:
+                values = self._evaluate(trainer, pl_module)
+        finally:
+            pl_module.train(was_training)
         if trainer.is_global_zero:
-            if self.suite is None:
-                self.suite = self._build(pl_module.device)
-            if self.suite.metrics:
-                ema = next((c for c in trainer.callbacks if isinstance(c, EMA)), None)
-                was_training = pl_module.training
-                pl_module.eval()
-                try:
-                    if ema is not None:
-                        with ema.swapped_in(pl_module):
-                            values = self._evaluate(trainer, pl_module)
-                    else:
-                        values = self._evaluate(trainer, pl_module)
-                finally:
-                    pl_module.train(was_training)
-                for logger in trainer.loggers:
-                    logger.log_metrics({f"convergence/{k}": v for k, v in values.items()}, step=step)
-                self._append_csv(Path(trainer.default_root_dir) / "convergence.csv", step, values)
-        trainer.strategy.barrier()
+            for logger in trainer.loggers:
+                logger.log_metrics({f"convergence/{k}": v for k, v in values.items()}, step=step)
+            self._append_csv(Path(trainer.default_root_dir) / "convergence.csv", step, values)
 
     @torch.no_grad()
-    def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+    def _evaluate(self, trainer: L.Trainer | None, pl_module: L.LightningModule) -> dict[str, float]:
+        """The metrics of the whole set: this rank restores its shard, the suite gathers the rest."""
         device = pl_module.device
         if self._loader is None:
             datamodule = BFRDataModule(self.data)
+            datamodule.trainer = trainer  # its rank and world size pick the shard
             datamodule.setup("validate")
             self._loader = datamodule.val_dataloader()
         if self.suite.needs_reference:  # the ground truth's features, once
-            self.suite.set_reference(to_unit_8bit(batch["gt"].to(device)) for batch in self._loader)
+            self.suite.set_reference((to_unit_8bit(batch["gt"].to(device)) for batch in self._loader),
+                                     all_gather=all_ranks)
         self.suite.reset()
         for batch in self._loader:
             gens = [torch_generator(self.cfg.seed, int(i), device=device) for i in batch["index"]]
@@ -105,6 +111,7 @@ class ConvergenceCallback(L.Callback):
                                                                   generator=gens)
             self.suite.update(to_unit_8bit(restored), to_unit_8bit(batch["gt"].to(device)),
                               to_unit_8bit(posterior_mean))
+        self.suite.gather(all_ranks)
         return self.suite.compute()
 
     @staticmethod

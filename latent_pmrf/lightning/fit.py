@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from ..analysis.run_logs import last_checkpoint
 from ..atomic import write_text_atomic
@@ -15,6 +16,7 @@ from ..seeding import derive_seed
 from .checkpoints import AtomicCheckpointIO, checkpoint_config, config_changes, resume_checkpoint
 from .ema import EMA
 from .guards import NonFiniteGuard
+from .resume_state import RNGState
 
 
 class PerRankSeed(Callback):
@@ -64,14 +66,15 @@ def fit(task, cfg, **extras) -> Path:
                              f"(only how long and where it runs may change), or train into a new trainer.output_dir")
     L.seed_everything(t.seed, workers=True, verbose=False)
     module, datamodule, callbacks = task.build(cfg, **extras)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "config.yaml", to_yaml(cfg))  # the config in use: checked against the checkpoint
+    if rank_zero_only.rank == 0:  # from RANK / LOCAL_RANK / SLURM_PROCID: the Trainer does not exist yet
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "config.yaml", to_yaml(cfg))  # the config in use: checked against the checkpoint
 
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="step{step:08d}", auto_insert_metric_name=False,
                                  every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=1, save_last=True,
                                  save_on_train_epoch_end=True)
-    callbacks = [PerRankSeed(t.seed), NonFiniteGuard(t.on_nonfinite, t.max_consecutive_skips), *callbacks, checkpoint,
-                 LearningRateMonitor("step")]
+    callbacks = [PerRankSeed(t.seed), RNGState(t.seed), NonFiniteGuard(t.on_nonfinite, t.max_consecutive_skips),
+                 *callbacks, checkpoint, LearningRateMonitor("step")]
     if o.ema_decay is not None:
         callbacks.insert(0, EMA(o.ema_decay, o.ema_warmup))
     if t.progress_bar:
@@ -97,7 +100,7 @@ def fit(task, cfg, **extras) -> Path:
         logger=[CSVLogger(out, name="csv"), TensorBoardLogger(out, name="tensorboard", version="")],
         enable_progress_bar=t.progress_bar,
         enable_model_summary=t.progress_bar,
-        use_distributed_sampler=task.use_distributed_sampler,
+        use_distributed_sampler=False,  # every datamodule shards ranks itself (EpochIndexSampler)
         plugins=[AtomicCheckpointIO()],
     )
     trainer.fit(module, datamodule, ckpt_path=resume_from)

@@ -26,6 +26,7 @@ from ..models.sim_vae import SimVAEConfig
 from ..models.swinir import SwinIRConfig
 from ..models.velocity import velocity_preset
 from ..weights import BASELINE_VAE_RELEASES
+from .re_vae_config import ReVAETrainConfig
 from .restoration_config import FlowTrainConfig, PosteriorMeanTrainConfig
 from .vae_config import VAETrainConfig
 
@@ -38,7 +39,6 @@ class Task:
     presets: dict[str, Callable[[str], Any]]
     check: Callable[[Any], None]  # files, folders and model/data fit; no weight file is opened
     build: Callable[..., tuple]  # (cfg, **extras) -> (LightningModule, LightningDataModule, callbacks)
-    use_distributed_sampler: bool = True  # False where the datamodule shards ranks itself
     extras: tuple[str, ...] = field(default=())  # keyword arguments `build` accepts (tests inject metrics)
 
 
@@ -107,12 +107,57 @@ def _check_flow(cfg: FlowTrainConfig) -> None:
     elif (cfg.model.in_channels, cfg.model.out_channels) != (3, 3):
         raise ConfigError("space: pixel needs model.in_channels = model.out_channels = 3")
     _check_bfr_data(cfg, factor * cfg.model.multiple)
+    if cfg.sirr is not None:
+        crop = cfg.sirr.data.augment.crop_size
+        if crop != cfg.data.crop_size:
+            raise ConfigError(f"sirr.data.augment.crop_size={crop} must equal data.crop_size={cfg.data.crop_size}: "
+                              "the two tasks' items share training batches")
+        _check_folders([("sirr.data.root", cfg.sirr.data.root)])
     if cfg.convergence.every_n_steps > 0 and not cfg.data.val_dir:
         raise ConfigError("convergence.every_n_steps > 0 needs data.val_dir (the fixed validation set)")
 
 
 def _check_posterior_mean(cfg: PosteriorMeanTrainConfig) -> None:
     _check_bfr_data(cfg, cfg.model.scale)
+
+
+def _check_re_vae(cfg: ReVAETrainConfig) -> None:
+    """Folders, the starting snapshot's config.json (not its weights), crop sizes against its
+    downsampling and the fine-tuned submodule names against the network (built on the meta device)."""
+    import torch
+
+    from ..models.lora import prepare_finetuning
+    from ..models.sim_vae import SimVAE
+    from ..models.vae_hub import CONFIG_NAME, read_config_json
+
+    d = cfg.data
+    if not d.background:
+        raise ConfigError("data.background lists no image folders: add at least one {root: DIR}")
+    if d.pairing == "sets" and not d.reflection:
+        raise ConfigError("data.pairing=sets needs data.reflection folders (or set data.pairing=permute)")
+    _check_folders([(f"data.background[{i}].root", s.root) for i, s in enumerate(d.background)]
+                   + [(f"data.reflection[{i}].root", s.root) for i, s in enumerate(d.reflection)]
+                   + [("data.val_background_dir", d.val_background_dir),
+                      ("data.val_reflection_dir", d.val_reflection_dir)])
+    if not Path(cfg.vae).is_dir():
+        if cfg.vae.count("/") != 1 or Path(cfg.vae).exists():
+            raise ConfigError(f"vae: {cfg.vae} is not a Sim-VAE snapshot directory ({CONFIG_NAME} + weights) "
+                              "nor a Hugging Face repo id")
+        return  # a repo id: its config is read from the hub cache at build time
+    try:
+        model_cfg = read_config_json(Path(cfg.vae) / CONFIG_NAME)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"vae: {err}") from err
+    factor = model_cfg.downsample_factor
+    for key in ("crop_size", "val_crop_size"):
+        if getattr(d, key) % factor:
+            raise ConfigError(f"data.{key}={getattr(d, key)} must be a multiple of {factor} "
+                              f"(vae {cfg.vae} downsamples by {factor})")
+    with torch.device("meta"):
+        try:
+            prepare_finetuning(SimVAE(model_cfg), cfg.modules, cfg.lora_or_none)
+        except ValueError as err:
+            raise ConfigError(f"modules: {err}") from err
 
 
 # ---------------------------------------------------------------------------------------- builders
@@ -138,7 +183,15 @@ def _build_flow(cfg: FlowTrainConfig, convergence_metrics: dict | None = None) -
     callbacks = []
     if cfg.convergence.every_n_steps > 0:
         callbacks.append(ConvergenceCallback(cfg.convergence, cfg.data, convergence_metrics))
-    return FlowModule(cfg, build_pipeline(cfg)), BFRDataModule(cfg.data), callbacks
+    return FlowModule(cfg, build_pipeline(cfg)), BFRDataModule(cfg.data, cfg.sirr), callbacks
+
+
+def _build_re_vae(cfg: ReVAETrainConfig) -> tuple:
+    from ..models.sim_vae import SimVAE
+    from .re_vae_data import ReVAEDataModule
+    from .re_vae_module import ReVAEModule
+
+    return ReVAEModule(cfg, SimVAE.from_pretrained(cfg.vae)), ReVAEDataModule(cfg.data), []
 
 
 TASKS: dict[str, Task] = {
@@ -146,11 +199,12 @@ TASKS: dict[str, Task] = {
                 extras=("val_lpips",)),
     "posterior_mean": Task("posterior_mean", PosteriorMeanTrainConfig,
                            {"model": SwinIRConfig.preset, "data.degradation": degradation_preset},
-                           _check_posterior_mean, _build_posterior_mean, use_distributed_sampler=False),
+                           _check_posterior_mean, _build_posterior_mean),
     "flow": Task("flow", FlowTrainConfig,
                  {"model": velocity_preset, "posterior_mean.model": SwinIRConfig.preset,
                   "data.degradation": degradation_preset},
-                 _check_flow, _build_flow, use_distributed_sampler=False, extras=("convergence_metrics",)),
+                 _check_flow, _build_flow, extras=("convergence_metrics",)),
+    "re_vae": Task("re_vae", ReVAETrainConfig, {}, _check_re_vae, _build_re_vae),
 }
 
 

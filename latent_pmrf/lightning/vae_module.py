@@ -16,7 +16,7 @@ from ..losses.perceptual import VGGPerceptualLoss
 from ..models.sim_vae import SimVAE
 from .data_logging import log_skipped_files
 from .lr_schedule import warmup_cosine
-from .val_images import log_psnr_ssim, save_grid
+from .val_images import log_image_mean, log_psnr_ssim, save_grid
 from .vae_config import VAETrainConfig
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class VAEModule(L.LightningModule):
         n = x.shape[0]
         log_psnr_ssim(self, recon, x)
         if self.val_lpips is not None:
-            self.log("val/lpips", self.val_lpips(recon.float(), x.float()).mean(), batch_size=n, sync_dist=True)
+            log_image_mean(self, "lpips", self.val_lpips(recon.float(), x.float()).flatten())
         if batch_idx == 0:
             k = min(n, 4)
             self._val_rows = [x[:k], recon[:k]]

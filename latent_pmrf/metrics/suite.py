@@ -7,11 +7,16 @@ CSV) and aggregate at ``compute``. Set metrics (FID, FD-/MMD-DINOv2) keep the re
 features and compare them with a fixed reference set's, computed once by ``set_reference`` (and
 kept across ``reset``), optionally cached on disk; metrics of one suite that share a backbone
 (FD- and MMD-DINOv2) embed each image once.
+
+Under DDP each rank feeds its own shard of the images, then ``gather`` (and ``set_reference``'s
+``all_gather``) hands every rank the concatenation of all ranks' per-image values and features in
+rank order: with contiguous shards in rank order that is the 1-process array, so ``compute``
+returns the 1-process numbers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +27,17 @@ from .base import FeatureMetric, ImageMetric
 from .registry import build_metrics
 
 Metric = ImageMetric | FeatureMetric
+AllGather = Callable[[object], list]  # obj -> every rank's obj, in rank order
+
+
+def all_ranks(obj: object) -> list:
+    """Every rank's ``obj`` in rank order (``torch.distributed.all_gather_object``); ``[obj]``
+    outside a process group. A collective: every rank must call it."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [obj]
+    gathered = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, obj)
+    return gathered
 
 
 class MetricSuite:
@@ -53,11 +69,14 @@ class MetricSuite:
         wanted = {id(m.backbone) for n, m in self._set_metrics.items() if n not in self._reference_stats}
         return {k: m for k, m in self._embedders.items() if k in wanted and k not in self._reference}
 
-    def set_reference(self, images: Iterable[torch.Tensor], cache_dir: Path | None = None, set_key: str = "") -> None:
+    def set_reference(self, images: Iterable[torch.Tensor], cache_dir: Path | None = None, set_key: str = "",
+                      all_gather: AllGather | None = None) -> None:
         """Features of the reference set for the set metrics that lack them, kept until the suite
         is discarded. With ``cache_dir``, ``<cache_dir>/<feature kind>-<set_key>.npy`` is read
         where present and written otherwise; ``images`` (batches) are iterated only if some
-        features are not cached, once for all backbones."""
+        features are not cached, once for all backbones. With ``all_gather`` (e.g. ``all_ranks``;
+        every rank calls this) ``images`` are this rank's shard and the reference set is every
+        rank's shard, in rank order."""
         missing = self._missing_reference()
         paths = {k: cache_dir / f"{m.feature_kind}-{set_key}.npy" for k, m in missing.items()} if cache_dir else {}
         for key, path in paths.items():
@@ -70,6 +89,8 @@ class MetricSuite:
         for batch in images:
             for key, metric in to_compute.items():
                 features[key].append(metric.features(batch))
+        if all_gather is not None:
+            features = dict(zip(features, _gather_arrays(list(features.values()), all_gather)))
         for key, feats in features.items():
             if not feats:
                 raise ValueError("the reference set is empty")
@@ -90,6 +111,17 @@ class MetricSuite:
         for key, metric in self._embedders.items():
             self._features[key].append(metric.features(pred))
         self.images += pred.shape[0]
+
+    def gather(self, all_gather: AllGather = all_ranks) -> None:
+        """Make every rank's suite hold all ranks' images (each rank updated it with its own shard):
+        per-image values and features are concatenated in rank order, so ``per_image`` and
+        ``compute`` then give, on every rank, what one process fed all shards in rank order gives.
+        A collective: every rank calls it."""
+        values, features = self._values, self._features
+        gathered = _gather_arrays([*values.values(), *features.values(), [np.array([self.images])]], all_gather)
+        self._values = dict(zip(values, gathered[:len(values)]))
+        self._features = dict(zip(features, gathered[len(values):-1]))
+        self.images = int(sum(count.item() for count in gathered[-1]))
 
     def per_image(self) -> dict[str, np.ndarray]:
         """Each per-image metric's values, one per image in the order of the updates."""
@@ -117,6 +149,13 @@ class MetricSuite:
         self.images = 0
         self._values: dict[str, list[np.ndarray]] = {n: [] for n in self._image_metrics}
         self._features: dict[int, list[np.ndarray]] = {k: [] for k in self._embedders}
+
+
+def _gather_arrays(batches: list[list[np.ndarray]], all_gather: AllGather) -> list[list[np.ndarray]]:
+    """For each list of this rank's arrays, every rank's arrays in rank order (one message for all
+    lists; keys such as ``id(backbone)`` differ between processes, so lists travel by position)."""
+    gathered = all_gather([np.concatenate(arrays) if arrays else None for arrays in batches])
+    return [[rank[i] for rank in gathered if rank[i] is not None] for i in range(len(batches))]
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
