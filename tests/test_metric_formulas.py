@@ -56,3 +56,27 @@ def test_ind_rmse_matches_a_loop_and_accepts_uint8_or_unit_floats():
         ind_rmse(a * 2.0, b / 255.0)
     with pytest.raises(ValueError, match="shapes differ"):
         ind_rmse(a[:2], b)
+
+
+def test_low_rank_frechet_distance_equals_the_square_root_formula():
+    """FID of n < d features against a Gaussian without the d×d square root (metrics/formulas.py):
+    the same value as the sqrtm formula (as clean-fid computes it)."""
+    from latent_pmrf.metrics.formulas import frechet_distance, frechet_distance_to, gaussian_stats
+
+    rng = np.random.default_rng(0)
+    for n, d in [(20, 64), (64, 64), (5, 32), (100, 16)]:
+        x = rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) * 0.3 + 1.0
+        y = rng.normal(size=(3 * n, d)) + 0.5
+        mu2, cov2 = gaussian_stats(y)
+        expected = frechet_distance(*gaussian_stats(x), mu2, cov2)
+        assert frechet_distance_to(x, mu2, cov2) == pytest.approx(expected, rel=1e-7, abs=1e-7)
+
+
+def test_frechet_distance_of_one_sample_is_nan_not_a_hang():
+    from latent_pmrf.metrics.formulas import frechet_distance, frechet_distance_to, gaussian_stats
+
+    rng = np.random.default_rng(1)
+    one, many = rng.normal(size=(1, 2048)), rng.normal(size=(40, 2048))
+    assert np.isnan(frechet_distance_to(one, *gaussian_stats(many)))
+    assert np.isnan(frechet_distance(*gaussian_stats(one), *gaussian_stats(many)))
+    assert np.isnan(frechet_distance_to(many, *gaussian_stats(one)))

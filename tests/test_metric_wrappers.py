@@ -2,6 +2,8 @@
 backbone (pretrained files are absent here), checked against the library called directly or an
 independent computation, plus the missing-weights errors."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,7 @@ from latent_pmrf.metrics.distribution import (DINOv2Distance, DINOv2Features, In
                                               gaussian_stats)
 from latent_pmrf.metrics.library import LPIPS, PyiqaMetric
 from latent_pmrf.metrics.registry import METRICS, build_metrics, metric_info
-from latent_pmrf.weights import MissingWeightsError
+from latent_pmrf.weights import WEIGHT_FILES, MissingWeightsError
 
 
 def images(b=2, h=64, w=64, seed=0):
@@ -26,6 +28,8 @@ def empty_caches(tmp_path, monkeypatch):
     import huggingface_hub.constants as hf
 
     monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    packaged = WEIGHT_FILES["inception_packaged"]  # installed with the package, not in a cache
+    monkeypatch.setitem(WEIGHT_FILES, "inception_packaged", replace(packaged, folder=lambda: tmp_path / "site"))
     return tmp_path
 
 

