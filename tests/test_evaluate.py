@@ -128,3 +128,29 @@ def test_set_metric_with_untrained_dinov2_and_cached_reference_features(folders,
     assert again.summary["mmd_dinov2"] == pytest.approx(result.summary["mmd_dinov2"], rel=1e-9)
     paths = write_results(result, tmp_path / "set.csv")
     assert all(p.stat().st_size > 0 for p in paths.values())
+
+
+def test_evaluate_with_an_existing_label_merges_its_metrics(folders, tmp_path):
+    """Issue 17: a second evaluation of the same label adds its metrics to the row (and the
+    per-image CSV and JSON) instead of replacing the row and dropping the other columns."""
+    gt, pred, pm = folders
+    out = tmp_path / "results.csv"
+    base = ["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(out), "--label", "blur"]
+    main([*base, "--metrics", "psnr"])
+    first = list(csv.DictReader(out.open()))[0]
+    main([*base, "--metrics", "ssim", "--posterior-mean", str(pm)])
+    main([*base[:-2], "--label", "other", "--metrics", "ssim"])
+    rows = {r["method"]: r for r in csv.DictReader(out.open())}
+    assert rows["blur"]["psnr"] == first["psnr"] and rows["blur"]["ssim"] not in ("", None)
+    assert rows["other"]["psnr"] == "" and rows["other"]["ssim"] == rows["blur"]["ssim"]
+    per_image = list(csv.DictReader((tmp_path / "results.blur.per_image.csv").open()))
+    assert all(r["psnr"] and r["ssim"] for r in per_image)
+    assert set(json.loads(out.with_suffix(".json").read_text())["blur"]["summary"]) == {"psnr", "ssim"}
+    fewer = tmp_path / "fewer"
+    fewer.mkdir()
+    for f in sorted(pred.glob("*.png"))[:2]:
+        (fewer / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(SystemExit):  # 2 images against the row's 4: refused, naming the label
+        main(["evaluate", "--pred", str(fewer), "--gt", str(gt), "--out", str(out), "--label", "blur",
+              "--metrics", "psnr"])
+    assert list(csv.DictReader(out.open()))[0]["psnr"] == first["psnr"]

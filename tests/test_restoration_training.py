@@ -102,12 +102,15 @@ def test_restore_cli_on_faces_gray_odd_sized_and_corrupt(faces_dir, tmp_path, fr
     result = tmp_path / "result"
     args = ["restore", "--ckpt", str(last_checkpoint(out)), "--input", str(inputs), "--output", str(result),
             "--steps", "2", "--device", "cpu", "--save-posterior-mean"]
-    main([*args, "--batch-size", "2"])
+    with pytest.raises(SystemExit) as exit_:  # broken.png failed: exit 3 once the rest is written
+        main([*args, "--batch-size", "2"])
+    assert exit_.value.code == 3
     sizes = {p.relative_to(result / "restored").as_posix(): Image.open(p).size for p in (result / "restored").rglob("*.png")}
     assert sizes == {"face.png": (64, 64), "sub/gray_odd.png": (70, 50), "rgba.png": (40, 40)}
     assert (result / "posterior_mean" / "sub" / "gray_odd.png").is_file()
     first = (result / "restored" / "face.png").read_bytes()
-    main([*args, "--batch-size", "1"])  # same seed, other batching: same pixels
+    with pytest.raises(SystemExit):
+        main([*args, "--batch-size", "1", "--overwrite"])  # same seed, other batching: same pixels
     assert (result / "restored" / "face.png").read_bytes() == first
 
 

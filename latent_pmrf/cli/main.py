@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from rich.console import Console
@@ -33,6 +34,14 @@ def _latent_stats(args: argparse.Namespace) -> None:
     console.print_json(data=stats)
 
 
+def _vae_equivariance(args: argparse.Namespace) -> None:
+    from .vae_equivariance import measure_equivariance, print_equivariance
+
+    rows = measure_equivariance(args.vae, args.background, args.reflection, n=args.n, seed=args.seed,
+                                crop_size=args.crop_size, batch_size=args.batch_size, device=args.device)
+    print_equivariance(rows, Console(width=160))
+
+
 def _quickstart(args: argparse.Namespace) -> None:
     from .quickstart import run_quickstart
 
@@ -48,13 +57,31 @@ def _degrade_preview(args: argparse.Namespace) -> None:
 
 
 def _restore(args: argparse.Namespace) -> None:
-    from .restore import restore
+    from .restore import DEFAULT_MAX_PIXELS, EXIT_PARTIAL, restore
 
     summary = restore(args.ckpt, args.input, args.output, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
                       device=args.device, save_posterior_mean=args.save_posterior_mean, console=console,
-                      sampler=args.sampler)
-    if summary.failed and not summary.written:
-        sys.exit(1)
+                      sampler=args.sampler, branches=args.branches, branch_steps=args.branch_steps, scorer=args.scorer,
+                      task=args.task, faces=_face_options(args), overwrite=args.overwrite,
+                      skip_existing=args.skip_existing, keep_gray=args.keep_gray,
+                      max_pixels=DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels)
+    if summary.failed:
+        sys.exit(EXIT_PARTIAL)
+
+
+def _face_options(args: argparse.Namespace):
+    """``restore --faces detect``'s options (None for aligned faces, where giving one is an error)."""
+    given = {"detector": args.detector, "only_center_face": args.only_center_face or None, "upscale": args.upscale,
+             "min_face_size": args.min_face_size, "skip_no_face": args.skip_no_face or None}
+    given = {name: value for name, value in given.items() if value is not None}
+    if args.faces == "aligned":
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise ValueError(f"{flags}: for whole photos, with --faces detect (--faces aligned takes aligned faces)")
+        return None
+    from .restore_faces import FaceOptions
+
+    return FaceOptions(**given)
 
 
 def _reconstruct(args: argparse.Namespace) -> None:
@@ -71,29 +98,52 @@ def _plot_convergence(args: argparse.Namespace) -> None:
 
     result = plot_convergence(args.runs, args.metric, args.out, labels=args.labels,
                               lower_is_better=False if args.higher_is_better else None)
-    console.print_json(data=result)
+    print(json.dumps(result, indent=2, allow_nan=False))  # stdout: machine-readable; notes go to stderr
     console.print(f"wrote {args.out}")
 
 
 def _plot_pd(args: argparse.Namespace) -> None:
     from ..analysis.pareto import plot_pd
 
-    front = plot_pd(args.results, args.x, args.y, args.out, label=args.label)
-    console.print(f"Pareto front: {', '.join(front)}\nwrote {args.out}")
+    result = plot_pd(args.results, args.x, args.y, args.out, label=args.label)
+    print(json.dumps(result, indent=2, allow_nan=False))
+    console.print(f"Pareto front: {', '.join(result['front'])}\nwrote {args.out}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     from ..metrics.evaluate import evaluate_folders
     from ..metrics.results import write_results
 
-    result = evaluate_folders(args.pred, args.gt, args.posterior_mean, [m.strip() for m in args.metrics.split(",")],
-                              reference=args.reference, fid_stats=args.fid_stats, device=args.device,
-                              batch_size=args.batch_size, label=args.label, skip_missing=args.skip_missing)
+    if args.protocol == "sirr":
+        from ..metrics.sirr import evaluate_sirr
+
+        if args.metrics is not None and {m.strip() for m in args.metrics.split(",")} - {"psnr", "ssim"}:
+            raise ValueError(f"--protocol sirr computes psnr and ssim only, got --metrics {args.metrics}")
+        if not args.gt:
+            raise ValueError("--protocol sirr needs --gt (a pair folder or a test root)")
+        unused = [flag for flag, value in (("--posterior-mean", args.posterior_mean), ("--reference", args.reference),
+                                           ("--fid-stats", args.fid_stats)) if value]
+        if unused:
+            raise ValueError(f"--protocol sirr takes no {', '.join(unused)}")
+        result = evaluate_sirr(args.pred, args.gt, label=args.label)
+    else:
+        metrics = args.metrics or DEFAULT_EVALUATE_METRICS
+        result = evaluate_folders(args.pred, args.gt, args.posterior_mean, [m.strip() for m in metrics.split(",")],
+                                  reference=args.reference, fid_stats=args.fid_stats, device=args.device,
+                                  batch_size=args.batch_size, label=args.label, skip_missing=args.skip_missing)
     paths = write_results(result, args.out)
     console.print_json(data={"method": result.label, **result.summary})
     for name, reason in result.skipped.items():
         console.print(f"[yellow]skipped[/yellow] {name}: {reason}")
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def _synth_reflection(args: argparse.Namespace) -> None:
+    from .synth_reflection import synth_reflection
+
+    out = synth_reflection(args.background, args.reflection, args.output, n=args.n, seed=args.seed,
+                           preset=args.preset, size=args.size)
+    console.print(f"wrote {args.n} blended/transmission_layer/reflection_layer triplets to {out}")
 
 
 def _weights_check(args: argparse.Namespace) -> None:
@@ -114,8 +164,6 @@ def _weights_check(args: argparse.Namespace) -> None:
 
 
 def _model_info(args: argparse.Namespace) -> None:
-    import json
-
     from ..analysis.model_info import model_info
 
     info = model_info(args.preset, args.resolution)
@@ -151,6 +199,10 @@ def _table(args: argparse.Namespace) -> None:
 
 
 DEVICE_HELP = "cpu, cuda, cuda:N, ... (default auto: cuda when available)"
+DEFAULT_EVALUATE_METRICS = "psnr,ssim,ms_ssim,lpips_alex,dists,deg,lmd,musiq,qalign,fid,fd_dinov2,mmd_dinov2"
+# evaluate --protocol choices: the keys of metrics/evaluate.py's PROTOCOLS (checked by the tests;
+# written here so that --help imports no torch)
+EVALUATE_PROTOCOLS = ("default", "sirr")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,6 +228,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--write", action="store_true", help="store the factors in the snapshot's config.json")
     p.set_defaults(func=_latent_stats)
+
+    p = sub.add_parser("vae-equivariance",
+                       help="a VAE's relative equivariance error and PSNR on α-mixtures, before/after (GenSIRR Table 1)")
+    p.add_argument("--vae", required=True, nargs="+", metavar="DIR",
+                   help="one VAE, or two (before and after fine-tuning): Sim-VAE snapshot, diffusers directory, "
+                        "HF repo id, or " + "|".join(_baseline_vae_names()))
+    p.add_argument("--background", required=True, help="folder of background images (searched recursively)")
+    p.add_argument("--reflection", required=True, help="folder of reflection images (may be the background folder)")
+    p.add_argument("--n", type=int, default=64, help="number of mixtures (I = (1-α)B + αR, α ~ U[0, 1])")
+    p.add_argument("--seed", type=int, default=0, help="mixture i's pair and α come from SeedSequence([seed, i])")
+    p.add_argument("--crop-size", type=int, default=256, help="centre crops of this side")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.set_defaults(func=_vae_equivariance)
 
     p = sub.add_parser("quickstart", help="Sim-VAE, posterior mean and Latent-PMRF on scikit-image's photos (CPU)")
     p.add_argument("--out", default="runs/quickstart")
@@ -209,6 +275,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", choices=["uniform", "flow_match_euler"],
                    help="Euler time grid (default: the checkpoint's `sampler`): uniform (PMRF) or the official "
                         "pipeline's FlowMatchEulerDiscreteScheduler grid")
+    p.add_argument("--branches", type=int, default=1, metavar="k",
+                   help="early-branching selection (GenSIRR's DEBS): k source draws per image, only the one "
+                        "--scorer rates best goes on to the last step (default 1: plain sampling)")
+    p.add_argument("--branch-steps", type=int, default=1, metavar="m",
+                   help="Euler steps the k draws take together before they are scored (default 1)")
+    p.add_argument("--scorer", metavar="NAME",
+                   help="reference-free scorer of the draws' one-step end points: depth (GenSIRR's) or another "
+                        "name of the table in latent_pmrf/flow/scorers.py (the no-reference metrics of "
+                        "`latent-pmrf metrics`, ...); an unknown name lists them")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    p.add_argument("--skip-existing", action="store_true", help="keep outputs that already exist, do the rest")
+    p.add_argument("--keep-gray", action=argparse.BooleanOptionalAction, default=True,
+                   help="a gray input gives a gray output (default on)")
+    p.add_argument("--max-pixels", type=int,
+                   help="skip (and report) images above this many pixels, read from their header (default 2048²)")
+    p.add_argument("--task", help="what a multi-task model restores: bfr (faces) or sirr (reflections); "
+                                   "default its first task")
+    p.add_argument("--faces", choices=["aligned", "detect"], default="aligned",
+                   help="aligned (default): each input is one aligned face; detect: whole photos, every face found "
+                        "is aligned to the FFHQ 512 template, restored and pasted back (writes OUTPUT/restored/ "
+                        "photos and OUTPUT/faces/{aligned,restored}/ crops)")
+    p.add_argument("--detector", choices=list(_face_detectors()),
+                   help="--faces detect: face detector (default mtcnn; `latent-pmrf weights check` shows their files)")
+    p.add_argument("--only-center-face", action="store_true", help="--faces detect: restore only the central face")
+    p.add_argument("--upscale", type=int, metavar="N",
+                   help="--faces detect: write photos N times larger, the background by bicubic (default 1)")
+    p.add_argument("--min-face-size", type=int, metavar="PX",
+                   help="--faces detect: ignore faces whose box is smaller than PX pixels (default 20)")
+    p.add_argument("--skip-no-face", action="store_true",
+                   help="--faces detect: leave out photos without a face (default: reported and copied through)")
     p.set_defaults(func=_restore)
 
     p = sub.add_parser("reconstruct", help="a VAE's reconstructions (posterior mode) of a folder, for Tables 1-3")
@@ -244,8 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred", required=True, help="restored images (searched recursively)")
     p.add_argument("--gt", help="ground truth, same relative file names (any image extension)")
     p.add_argument("--posterior-mean", help="posterior-mean outputs f(y), same file names (for ind_rmse)")
-    p.add_argument("--metrics", default="psnr,ssim,ms_ssim,lpips_alex,dists,deg,lmd,musiq,qalign,fid,fd_dinov2,mmd_dinov2",
-                   help="comma-separated metric names (`latent-pmrf metrics` lists them)")
+    p.add_argument("--metrics", help="comma-separated metric names (`latent-pmrf metrics` lists them; default "
+                                     f"{DEFAULT_EVALUATE_METRICS}; --protocol sirr: psnr,ssim)")
+    p.add_argument("--protocol", choices=EVALUATE_PROTOCOLS, default="default",
+                   help="default: the metric table's conventions; sirr: Real20/SIR2/Nature's (GT at the floor "
+                        "multiple of 32, per-channel scikit-image PSNR/SSIM, per-set and image-weighted means; "
+                        "--gt is a pair folder or a test root, predictions in --pred/<set>/)")
     p.add_argument("--reference", help="image set for fid / fd_dinov2 / mmd_dinov2 (default: --gt); features cached")
     p.add_argument("--fid-stats", choices=["ffhq"], help="FID against clean-fid's FFHQ-70k 512² statistics")
     p.add_argument("--out", default="results.csv", help="results CSV (one row per --label; rows are kept)")
@@ -255,6 +355,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-missing", action="store_true",
                    help="skip metrics whose weights or inputs are absent (listed with the reason) instead of failing")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("synth-reflection",
+                       help="a synthetic reflection-removal set: blended/ + transmission_layer/ + reflection_layer/")
+    p.add_argument("--background", required=True, help="transmission (background) images, searched recursively")
+    p.add_argument("--reflection", required=True, help="reflection images (may be the --background folder)")
+    p.add_argument("--output", required=True, help="writes OUTPUT/{blended,transmission_layer,reflection_layer}/")
+    p.add_argument("--n", type=int, required=True, help="number of images (background i mod count)")
+    p.add_argument("--seed", type=int, default=0, help="image i uses SeedSequence([seed, i])")
+    p.add_argument("--preset", default="dsrnet", help="synthesis preset (data/reflection.py; default %(default)s)")
+    p.add_argument("--size", type=int, help="centre-crop to size x size (default: the background's size)")
+    p.set_defaults(func=_synth_reflection)
 
     p = sub.add_parser("metrics", help="list the metric table: names, groups, directions, weight files")
     p.set_defaults(func=_metrics)
@@ -294,6 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _face_detectors() -> tuple[str, ...]:
+    from ..faces.detection import DETECTORS  # numpy only: --help stays free of torch
+
+    return tuple(DETECTORS)
+
+
 def _baseline_vae_names() -> tuple[str, ...]:
     from ..weights import BASELINE_VAE_RELEASES
 
@@ -322,7 +439,7 @@ def main(argv: list[str] | None = None) -> None:
             args.device = resolve_device(args.device)
         args.func(args)
     except (FileNotFoundError, ValueError, ImageReadError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"[red]error:[/red] {err}", soft_wrap=True)  # one line, however long
         sys.exit(2)
 
 

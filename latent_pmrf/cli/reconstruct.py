@@ -23,7 +23,7 @@ from rich.console import Console
 
 from ..models.autoencoder import load_autoencoder
 from ..models.swinir import pad_to_multiple
-from .restore import RestoreSummary, input_files, report_failures, run_in_size_batches, save_png
+from .restore import RestoreSummary, input_files, plan_outputs, report_failures, run_in_size_batches, save_png
 
 QUANTIZE = ("floor", "round")
 
@@ -42,7 +42,7 @@ def reconstruct(vae: str | Path, source: str | Path, output: str | Path, batch_s
     root, files = input_files(Path(source))
     output = Path(output)
     targets = [output / path.relative_to(root).with_suffix(".png") for path in files]
-    _check_targets(files, targets)
+    plan_outputs(files, targets, output, overwrite=True)  # a reconstruction folder is rewritten whole
     model = load_autoencoder(vae).to(device).eval()
     multiple = model.downsample_factor
     summary = RestoreSummary()
@@ -64,17 +64,3 @@ def reconstruct(vae: str | Path, source: str | Path, output: str | Path, batch_s
                   f"posterior mode) into {output}")
     report_failures(summary, console)
     return summary
-
-
-def _check_targets(files: list[Path], targets: list[Path]) -> None:
-    """Before any work: no two inputs may share an output name (a.jpg, a.png) and no output may
-    overwrite an input (OUTPUT = INPUT)."""
-    seen: dict[Path, Path] = {}
-    for path, target in zip(files, targets):
-        if target in seen:
-            raise ValueError(f"{seen[target]} and {path} would both be written to {target}")
-        seen[target] = path
-    inputs = {p.resolve() for p in files}
-    clash = next((t for t in targets if t.resolve() in inputs), None)
-    if clash is not None:
-        raise ValueError(f"{clash} is an input image; choose an --output folder outside the input")

@@ -30,12 +30,13 @@ def list_images(root: str | Path, limit: int | None = None) -> list[Path]:
     return files[:limit] if limit is not None else files
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     """(H, W, 3) float32 RGB in [0, 1].
 
     8- and 16-bit files, gray, gray+alpha, RGBA (alpha dropped), palette, CMYK and 1-bit images are
     all converted; EXIF orientation is applied. A missing, empty, corrupt or truncated file raises
-    ``ImageReadError`` naming it.
+    ``ImageReadError`` naming it; so does one of more than ``max_pixels`` pixels, read from its
+    header before anything is decoded (a decompression bomb never reaches memory).
     """
     path = Path(path)
     try:
@@ -44,6 +45,8 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageReadError(f"cannot read image {path}: {err}") from err
     if not data:
         raise ImageReadError(f"cannot read image {path}: the file is empty")
+    if max_pixels is not None:
+        _check_size(path, data, max_pixels)
     high = _decode_high_bit_depth(data)
     if high is not None:
         return high
@@ -61,6 +64,24 @@ def read_image(path: str | Path) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(f"cannot read image {path}: {err}") from err
     return np.clip(arr, 0.0, 1.0)
+
+
+def _check_size(path: Path, data: bytes, max_pixels: int) -> None:
+    try:
+        with Image.open(io.BytesIO(data)) as img:  # parses the header only
+            width, height = img.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ImageReadError(f"cannot read image {path}: {err}") from err
+    except Image.DecompressionBombError:
+        width = height = max_pixels + 1
+    if width * height > max_pixels:
+        raise ImageReadError(f"{path}: {width}x{height} is {width * height / 1e6:.1f} Mpx, above the limit of "
+                             f"{max_pixels / 1e6:.1f} Mpx (--max-pixels)")
+
+
+def is_gray(image: np.ndarray) -> bool:
+    """Whether an (H, W, 3) image read by ``read_image`` has three equal channels (a gray file)."""
+    return bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 0], image[..., 2]))
 
 
 def _decode_high_bit_depth(data: bytes) -> np.ndarray | None:
