@@ -73,10 +73,11 @@ def test_convergence_curve_with_ema_weights_and_resume(faces_dir, tmp_path, froz
         to01 = lambda x: torch.round((x + 1) * 127.5) / 255  # noqa: E731
         return float(psnr(to01(restored), to01(batch["gt"])).mean())
 
-    assert curve_point(module) == pytest.approx(float(rows[-1]["psnr"]), abs=1e-5)
+    # abs 5e-5 on a PSNR of ~12.6 dB: float32 sums in another batch order, not another sample
+    assert curve_point(module) == pytest.approx(float(rows[-1]["psnr"]), abs=5e-5)
     live = torch.load(last_checkpoint(out), map_location="cpu", weights_only=True)["current_model_state"]
     module.load_state_dict({k.removeprefix("pipeline."): v for k, v in live.items()}, strict=False)
-    assert curve_point(module) != pytest.approx(float(rows[-1]["psnr"]), abs=1e-5)
+    assert curve_point(module) != pytest.approx(float(rows[-1]["psnr"]), abs=5e-5)
 
     # resume to step 4: rows 2 and 3 kept, 4 added
     train(TASKS["flow"], flow_config(faces_dir, vae_dir, pm_file, out, 4), convergence_metrics=metrics)

@@ -138,9 +138,11 @@ def test_cli_restore_with_branches_end_to_end(tmp_path, capsys):
     from latent_pmrf.cli.restore import restore
 
     tiny_pipeline(latent=False).save_pretrained(tmp_path / "pipe")
+    (tmp_path / "in").mkdir()  # outputs outside the input folder (restore refuses to read its own outputs)
     for name, seed in (("a.png", 0), ("b.png", 1)):
-        Image.fromarray(np.random.default_rng(seed).integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(tmp_path / name)
-    inputs = [str(tmp_path / "pipe"), str(tmp_path), str(tmp_path / "out")]
+        Image.fromarray(np.random.default_rng(seed).integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(
+            tmp_path / "in" / name)
+    inputs = [str(tmp_path / "pipe"), str(tmp_path / "in"), str(tmp_path / "out")]
     main(["restore", "--ckpt", inputs[0], "--input", inputs[1], "--output", inputs[2], "--steps", "3", "--device",
           "cpu", "--batch-size", "2", "--branches", "3", "--branch-steps", "2", "--scorer", "sharpness"])
     assert "images per chosen draw" in capsys.readouterr().err
@@ -153,7 +155,7 @@ def test_cli_restore_with_branches_end_to_end(tmp_path, capsys):
                            (["--branches", "2", "--branch-steps", "4", "--scorer", "sharpness"], "--branch-steps")):
         with pytest.raises(SystemExit) as exit_info:
             main(["restore", "--ckpt", inputs[0], "--input", inputs[1], "--output", inputs[2], "--steps", "3",
-                  "--device", "cpu", *flags])
+                  "--device", "cpu", "--overwrite", *flags])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
