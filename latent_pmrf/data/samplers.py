@@ -102,3 +102,14 @@ class ResumableLoader(DataLoader):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.sampler.load_state_dict(state)
+
+
+def sharded_train_loader(dataset, batch_size: int, seed: int, num_workers: int, trainer=None) -> ResumableLoader:
+    """A training loader over this rank's share of ``dataset`` (``EpochIndexSampler``: seeded
+    per (seed, epoch), ranks disjoint), resumable mid-epoch; ``trainer`` gives the rank and world."""
+    if len(dataset) < batch_size:
+        raise ValueError(f"data.train has {len(dataset)} images, fewer than data.batch_size={batch_size}")
+    sampler = EpochIndexSampler(len(dataset), shuffle=True, seed=seed, num_replicas=trainer.world_size if trainer else 1,
+                                rank=trainer.global_rank if trainer else 0, drop_last=True)
+    return ResumableLoader(dataset, sampler=sampler, batch_size=batch_size, drop_last=True, num_workers=num_workers,
+                           persistent_workers=num_workers > 0, pin_memory=True)

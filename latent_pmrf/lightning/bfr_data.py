@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from ..data.bfr_datasets import PairedFolderDataset, PairedOnlineDataset
 from ..data.degradations import BFRDegradation
-from ..data.samplers import EpochIndexSampler, ResumableLoader
+from ..data.samplers import sharded_train_loader
 from ..data.task_mix import TaskMixDataset
 from .restoration_config import BFRDataConfig, SIRRTaskConfig
 from .sirr_data import build_sirr_datasets
@@ -47,14 +47,7 @@ class BFRDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         c = self.cfg
-        if len(self.train_set) < c.batch_size:
-            raise ValueError(f"data.train has {len(self.train_set)} images, fewer than data.batch_size={c.batch_size}")
-        trainer = self.trainer
-        sampler = EpochIndexSampler(len(self.train_set), shuffle=True, seed=c.seed,
-                                    num_replicas=trainer.world_size if trainer else 1,
-                                    rank=trainer.global_rank if trainer else 0, drop_last=True)
-        return ResumableLoader(self.train_set, sampler=sampler, batch_size=c.batch_size, drop_last=True,
-                               num_workers=c.num_workers, persistent_workers=c.num_workers > 0, pin_memory=True)
+        return sharded_train_loader(self.train_set, c.batch_size, c.seed, c.num_workers, self.trainer)
 
     def val_dataloader(self):
         """This rank's contiguous shard of the validation set (``val_images.validation_shard``)."""

@@ -7,8 +7,9 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from ..data.image_folder import ImageFolderCenter, ImageFolderCrops
-from ..data.samplers import EpochIndexSampler, ResumableLoader
+from ..data.samplers import sharded_train_loader
 from .vae_config import VAEDataConfig
+from .val_images import validation_shard
 
 
 class VAEDataModule(L.LightningDataModule):
@@ -30,18 +31,14 @@ class VAEDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         c = self.cfg
-        if len(self.train_set) < c.batch_size:
-            raise ValueError(f"data.train has {len(self.train_set)} images, fewer than data.batch_size={c.batch_size}")
-        trainer = self.trainer
-        sampler = EpochIndexSampler(len(self.train_set), shuffle=True, seed=self.seed,
-                                    num_replicas=trainer.world_size if trainer else 1,
-                                    rank=trainer.global_rank if trainer else 0, drop_last=True)
-        return ResumableLoader(self.train_set, sampler=sampler, batch_size=c.batch_size, drop_last=True,
-                               num_workers=c.num_workers, persistent_workers=c.num_workers > 0, pin_memory=True)
+        return sharded_train_loader(self.train_set, c.batch_size, self.seed, c.num_workers, self.trainer)
 
     def val_dataloader(self):
+        """This rank's contiguous shard of the validation crops (``val_images.validation_shard``)."""
         if self.val_set is None:
             return []
+        trainer = self.trainer
+        shard = validation_shard(self.val_set, *((trainer.global_rank, trainer.world_size) if trainer else (0, 1)))
         workers = self.cfg.num_workers
-        return DataLoader(self.val_set, batch_size=self.cfg.val_batch_size, num_workers=workers,
+        return DataLoader(shard, batch_size=self.cfg.val_batch_size, num_workers=workers,
                           persistent_workers=workers > 0, pin_memory=True)
