@@ -85,8 +85,14 @@ def is_gray(image: np.ndarray) -> bool:
 
 
 def _decode_high_bit_depth(data: bytes) -> np.ndarray | None:
-    """16-bit PNG/TIFF (which PIL reads as 8-bit RGB) through OpenCV; None for everything else."""
-    if not (data.startswith(b"\x89PNG") or data[:4] in (b"II*\x00", b"MM\x00*")):
+    """16-bit PNG/TIFF (which PIL reads as 8-bit RGB) through OpenCV; None for everything else.
+
+    A PNG's bit depth is byte 24 of its header (the IHDR chunk), so an 8-bit PNG, the common case,
+    is decoded once, by PIL, not a second time here just to find out."""
+    is_png = data.startswith(b"\x89PNG\r\n\x1a\n")
+    if is_png and (len(data) < 25 or data[12:16] != b"IHDR" or data[24] != 16):
+        return None
+    if not (is_png or data[:4] in (b"II*\x00", b"MM\x00*")):
         return None
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None or arr.dtype != np.uint16:
