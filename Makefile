@@ -10,12 +10,25 @@ VENV ?= $(HOME)/.cache/latent-pmrf/venv-$(PIN_HASH)
 RUN := PYTHONPATH=$(CURDIR) HF_HUB_OFFLINE=1 $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: quickstart test venv print-venv
+.PHONY: quickstart test venv print-venv browser
 quickstart: $(VENV)/.ready
 	$(RUN) -m latent_pmrf quickstart --out runs/quickstart
 
-test: $(VENV)/.ready
+test: $(VENV)/.ready browser
 	$(RUN) -m pytest -m "slow or not slow" $(PYTEST_ARGS)
+
+# The demo's browser test (tests/test_demo.py) drives Debian's chromium through its chromedriver;
+# installed here when absent and we may (root, apt-get), never fatal: without them that test skips.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver) \
+	      || echo "could not install chromium/chromium-driver: the browser test will skip"; \
+	  else \
+	    echo "chromium or chromedriver not on PATH (as root: apt-get install -y chromium chromium-driver):" \
+	      "the browser test will skip"; \
+	  fi; \
+	fi
 
 venv: $(VENV)/.ready
 
@@ -31,7 +44,7 @@ $(VENV)/.ready:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade "pip>=24"
 	# Dependencies only: install the package with its extras, then remove the package itself.
-	$(VENV)/bin/python -m pip install -q ".[dev,baselines]"
+	$(VENV)/bin/python -m pip install -q ".[dev,baselines,demo]"
 	$(VENV)/bin/python -m pip uninstall -q -y latent-pmrf
 	$(if $(NO_DEPS),$(VENV)/bin/python -m pip install -q --no-deps $(NO_DEPS))
 	rm -rf build latent_pmrf.egg-info

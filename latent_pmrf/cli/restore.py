@@ -16,7 +16,7 @@ from rich.progress import Progress
 
 from ..atomic import atomic_write
 from ..data.image_io import IMAGE_EXTENSIONS, ImageReadError, is_gray, list_images, read_image, to_uint8
-from ..flow.pipeline import load_restoration
+from ..flow.pipeline import RestorationPipeline, load_restoration
 from ..models.swinir import pad_to_multiple
 from ..seeding import torch_generator
 
@@ -69,11 +69,18 @@ def plan_outputs(files: list[Path], targets: list[Path], output: Path, overwrite
     return [i for i in range(len(files)) if i not in keep]
 
 
-def save_png(image: torch.Tensor, path: Path, gray: bool = False) -> None:
-    """(3, H, W) in [-1, 1] -> 8-bit RGB PNG (``gray``: one channel, the BT.601 luma), atomically."""
+def png_levels(image: torch.Tensor, gray: bool = False) -> np.ndarray:
+    """(3, H, W) in [-1, 1] -> the 8-bit (H, W, 3) levels ``save_png`` writes (``gray``: (H, W), the
+    BT.601 luma)."""
     arr = to_uint8(image)
     if gray:
         arr = np.round(arr.astype(np.float64) @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
+    return arr
+
+
+def save_png(image: torch.Tensor, path: Path, gray: bool = False) -> None:
+    """(3, H, W) in [-1, 1] -> 8-bit RGB PNG (``gray``: one channel, the BT.601 luma), atomically."""
+    arr = png_levels(image, gray)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"))
 
@@ -84,6 +91,27 @@ def pad_image(x: torch.Tensor, multiple: int, min_side: int) -> torch.Tensor:
     x = pad_to_multiple(x, multiple)
     pad_h, pad_w = max(0, min_side - x.shape[-2]), max(0, min_side - x.shape[-1])
     return torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+
+
+def restore_batch(pipeline: RestorationPipeline, images: list[np.ndarray], generators: list[torch.Generator],
+                  steps: int, *, device: str, sampler: str | None = None, task: str | None = None,
+                  score: Callable[[torch.Tensor], torch.Tensor] | None = None, branches: int = 1,
+                  branch_steps: int = 1) -> tuple[list[torch.Tensor], list[torch.Tensor], list[int | None]]:
+    """Images (H, W, 3) in [0, 1] of one padded size (``pad_image``) restored as one batch, image i
+    drawing from ``generators[i]``: each one's restoration and posterior mean, (3, H, W) in [-1, 1]
+    cropped back to its size, and the draw early branching chose for it (``score``; else None)."""
+    x = torch.stack([pad_image(torch.from_numpy(im).permute(2, 0, 1)[None] * 2 - 1, pipeline.size_multiple,
+                               pipeline.min_side)[0] for im in images]).to(device)
+    if score is None:
+        restored, posterior_mean = pipeline.restore(x, steps, generator=generators, sampler=sampler, task=task)
+        chosen = [None] * len(images)
+    else:
+        restored, posterior_mean, chosen_draws = pipeline.restore_early_branching(
+            x, score, branches, steps, branch_steps, generator=generators, sampler=sampler, task=task)
+        chosen = [int(branch) for branch in chosen_draws]
+    sizes = [im.shape[:2] for im in images]
+    return ([out[:, :h, :w] for out, (h, w) in zip(restored, sizes)],
+            [mean[:, :h, :w] for mean, (h, w) in zip(posterior_mean, sizes)], chosen)
 
 
 def input_files(source: Path) -> tuple[Path, list[Path]]:
@@ -175,25 +203,19 @@ def restore(ckpt: str | Path, source: str | Path, output: str | Path, steps: int
     multiple, min_side = pipeline.size_multiple, pipeline.min_side
 
     def run(batch: list[tuple[tuple[int, Path], np.ndarray]]) -> None:
-        x = torch.stack([pad_image(torch.from_numpy(im).permute(2, 0, 1)[None] * 2 - 1, multiple, min_side)[0]
-                         for _, im in batch]).to(device)
         gens = [torch_generator(seed, i, device=device) for (i, _), _ in batch]
-        if score is None:
-            restored, posterior_mean = pipeline.restore(x, steps, generator=gens, sampler=sampler, task=task)
-            chosen = [None] * len(batch)
-        else:
-            restored, posterior_mean, chosen = pipeline.restore_early_branching(
-                x, score, branches, steps, branch_steps, generator=gens, sampler=sampler, task=task)
+        restored, posterior_mean, chosen = restore_batch(
+            pipeline, [im for _, im in batch], gens, steps, device=device, sampler=sampler, task=task, score=score,
+            branches=branches, branch_steps=branch_steps)
         for ((_, path), im), out, mean, branch in zip(batch, restored, posterior_mean, chosen):
-            h, w = im.shape[:2]
             rel = path.relative_to(root).with_suffix(".png")
             gray = keep_gray and is_gray(im)
-            save_png(out[:, :h, :w], output / "restored" / rel, gray)
+            save_png(out, output / "restored" / rel, gray)
             if save_posterior_mean:
-                save_png(mean[:, :h, :w], output / "posterior_mean" / rel, gray)
+                save_png(mean, output / "posterior_mean" / rel, gray)
             summary.written.append(output / "restored" / rel)
             if branch is not None:
-                summary.chosen_branch[output / "restored" / rel] = int(branch)
+                summary.chosen_branch[output / "restored" / rel] = branch
 
     run_in_size_batches([((i, files[i]), files[i]) for i in todo], multiple, batch_size, run, summary, console,
                         "restoring", min_side, max_pixels)
@@ -209,10 +231,12 @@ def restore(ckpt: str | Path, source: str | Path, output: str | Path, steps: int
     return summary
 
 
-def early_branching_scorer(branches: int, branch_steps: int, steps: int, scorer: str | None,
-                           device: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
+def early_branching_scorer(branches: int, branch_steps: int, steps: int, scorer: str | None, device: str,
+                           build: Callable[[str, str], Callable[[torch.Tensor], torch.Tensor]] | None = None
+                           ) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """The scorer of ``restore --branches k --scorer NAME`` (None for plain restoration), after
-    checking the options together."""
+    checking the options together; ``build(name, device)`` makes it (default
+    ``flow.scorers.build_scorer``; the demo passes one that keeps what it built)."""
     if branches < 1:
         raise ValueError(f"--branches must be >= 1, got {branches}")
     if branches == 1:
@@ -223,6 +247,6 @@ def early_branching_scorer(branches: int, branch_steps: int, steps: int, scorer:
         raise ValueError(f"--branches {branches} needs --scorer NAME to choose among the draws")
     if not 1 <= branch_steps <= steps:
         raise ValueError(f"--branch-steps must be in [1, --steps={steps}], got {branch_steps}")
-    from ..flow.scorers import build_scorer
-
-    return build_scorer(scorer, device)
+    if build is None:
+        from ..flow.scorers import build_scorer as build
+    return build(scorer, device)

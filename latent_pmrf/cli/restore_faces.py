@@ -23,13 +23,12 @@ from rich.console import Console
 from rich.progress import Progress
 
 from ..data.image_io import ImageReadError, read_image
-from ..faces.alignment import FACE_SIZE, alignment_matrix, warp_to_template
+from ..faces.alignment import alignment_matrix, warp_to_template
 from ..faces.detection import DETECTORS, Detector, build_detector, select_faces
 from ..faces.paste import paste_face, upscale_background
 from ..flow.pipeline import RestorationPipeline
-from ..models.swinir import pad_to_multiple
 from ..seeding import torch_generator
-from .restore import RestoreSummary, report_failures, save_png
+from .restore import RestoreSummary, report_failures, restore_batch, save_png
 
 
 @dataclass
@@ -65,9 +64,19 @@ def _save_rgb(image: np.ndarray, path: Path) -> None:
     save_png(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1) * 2 - 1, path)
 
 
-def _to_image(tensor: torch.Tensor) -> np.ndarray:
+def to_image(tensor: torch.Tensor) -> np.ndarray:
     """(3, H, W) in [-1, 1] -> (H, W, 3) float32 in [0, 1]."""
     return ((tensor.float().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).cpu().numpy()
+
+
+def aligned_faces(image: np.ndarray, detector: Detector, options: FaceOptions
+                  ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The faces of an (H, W, 3) image in [0, 1] that ``options`` keep, left to right: their aligned
+    FFHQ 512² crops and the alignment matrices that paste them back."""
+    height, width = image.shape[:2]
+    faces = select_faces(detector.detect(image), height, width, options.min_face_size, options.only_center_face)
+    matrices = [m for m in (alignment_matrix(face.landmarks) for face in faces) if m is not None]
+    return [warp_to_template(image, m) for m in matrices], matrices
 
 
 def restore_faces(pipeline: RestorationPipeline, detector: Detector, root: Path, files: list[Path], output: Path,
@@ -79,24 +88,16 @@ def restore_faces(pipeline: RestorationPipeline, detector: Detector, root: Path,
     ``score``: early-branching selection as in ``restore``. An unreadable file is reported and
     skipped; the rest still run."""
     summary = FaceRestoreSummary()
-    multiple = pipeline.size_multiple
 
     def restore_crops(crops: list[np.ndarray], keys: list[tuple[int, ...]]):
-        x = torch.stack([pad_to_multiple(torch.from_numpy(c).permute(2, 0, 1)[None] * 2 - 1, multiple)[0]
-                         for c in crops]).to(device)  # (B, 3, 512, 512) in [-1, 1]
-        gens = [torch_generator(*key, device=device) for key in keys]
-        if score is None:
-            restored, posterior_mean = pipeline.restore(x, steps, generator=gens, sampler=sampler, task=task)
-            return restored, posterior_mean, [None] * len(crops)
-        return pipeline.restore_early_branching(x, score, branches, steps, branch_steps, generator=gens,
-                                                sampler=sampler, task=task)
+        return restore_batch(pipeline, crops, [torch_generator(*key, device=device) for key in keys], steps,
+                             device=device, sampler=sampler, task=task, score=score, branches=branches,
+                             branch_steps=branch_steps)
 
     def restore_photo(i: int, path: Path, image: np.ndarray) -> None:
         rel = path.relative_to(root).with_suffix("")
         target = output / "restored" / rel.with_suffix(".png")
-        height, width = image.shape[:2]
-        faces = select_faces(detector.detect(image), height, width, options.min_face_size, options.only_center_face)
-        matrices = [m for m in (alignment_matrix(face.landmarks) for face in faces) if m is not None]
+        crops, matrices = aligned_faces(image, detector, options)
         canvas = upscale_background(image, options.upscale)
         if not matrices:
             summary.no_face.append(path)
@@ -107,19 +108,18 @@ def restore_faces(pipeline: RestorationPipeline, detector: Detector, root: Path,
                 summary.written.append(target)
                 summary.faces[target] = 0
             return
-        crops = [warp_to_template(image, m) for m in matrices]
         for start in range(0, len(crops), batch_size):
             js = range(start, min(start + batch_size, len(crops)))
             restored, posterior_mean, chosen = restore_crops([crops[j] for j in js], [(seed, i, j) for j in js])
             for j, out, mean, branch in zip(js, restored, posterior_mean, chosen):
                 name = rel.parent / f"{rel.name}_{j:02d}.png"
-                face = _to_image(out[:, :FACE_SIZE, :FACE_SIZE])
+                face = to_image(out)
                 _save_rgb(crops[j], output / "faces" / "aligned" / name)
                 _save_rgb(face, output / "faces" / "restored" / name)
                 if save_posterior_mean:
-                    _save_rgb(_to_image(mean[:, :FACE_SIZE, :FACE_SIZE]), output / "faces" / "posterior_mean" / name)
+                    _save_rgb(to_image(mean), output / "faces" / "posterior_mean" / name)
                 if branch is not None:
-                    summary.chosen_branch[output / "faces" / "restored" / name] = int(branch)
+                    summary.chosen_branch[output / "faces" / "restored" / name] = branch
                 paste_face(canvas, face, matrices[j], options.upscale)
         _save_rgb(canvas, target)
         summary.written.append(target)
