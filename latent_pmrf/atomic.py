@@ -8,6 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, permissions); the previous one is intact.
+    (Here, not in lightning/, so that the CLI names it without importing Lightning.)"""
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp_path)`` and move the result onto ``path``; the temporary is removed on error."""
     path = Path(path)

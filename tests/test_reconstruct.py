@@ -122,8 +122,10 @@ def test_reconstruct_keeps_names_and_odd_sizes_and_equals_the_reference(tmp_path
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(inputs / name)
     (inputs / "broken.png").write_bytes(b"not a png")  # reported and skipped
     out = tmp_path / "out"
-    main(["reconstruct", "--vae", str(vae_dirs[kind]), "--input", str(inputs), "--output", str(out),
-          "--batch-size", "2", "--device", "cpu", "--quantize", quantize])
+    with pytest.raises(SystemExit) as exit_:  # the others are written; the exit code says one failed
+        main(["reconstruct", "--vae", str(vae_dirs[kind]), "--input", str(inputs), "--output", str(out),
+              "--batch-size", "2", "--device", "cpu", "--quantize", quantize])
+    assert exit_.value.code == 3
     written = {p.relative_to(out).as_posix(): Image.open(p).size for p in out.rglob("*") if p.is_file()}
     assert written == {"a.png": (37, 53), "sub/b.png": (53, 37), "sub/tiny.png": (6, 3)}
     model = reference_model(kind, vae_dirs[kind])

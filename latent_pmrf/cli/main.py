@@ -84,13 +84,29 @@ def _face_options(args: argparse.Namespace):
     return FaceOptions(**given)
 
 
+def _demo(args: argparse.Namespace) -> None:
+    from .demo import launch_demo  # imports gradio only when launched
+
+    try:
+        launch_demo(args.ckpt, device=args.device, host=args.host, port=args.port, steps=args.steps,
+                    detector=args.detector)
+    except ImportError as err:  # gradio missing: the message says how to install it
+        from rich.markup import escape  # the message's `.[demo]` is not rich markup
+
+        console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)
+        sys.exit(2)
+
+
 def _reconstruct(args: argparse.Namespace) -> None:
     from .reconstruct import reconstruct
+    from .restore import DEFAULT_MAX_PIXELS, EXIT_PARTIAL
 
     summary = reconstruct(args.vae, args.input, args.output, batch_size=args.batch_size, device=args.device,
-                          quantize=args.quantize, console=console)
-    if summary.failed and not summary.written:
-        sys.exit(1)
+                          quantize=args.quantize, console=console, overwrite=args.overwrite,
+                          skip_existing=args.skip_existing,
+                          max_pixels=DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels)
+    if summary.failed:
+        sys.exit(EXIT_PARTIAL)
 
 
 def _plot_convergence(args: argparse.Namespace) -> None:
@@ -111,9 +127,11 @@ def _plot_pd(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from ..metrics.evaluate import evaluate_folders
+    from ..metrics.evaluate import check_results_path, evaluate_folders
     from ..metrics.results import write_results
+    from .restore import DEFAULT_MAX_PIXELS, EXIT_PARTIAL
 
+    check_results_path(args.out)  # before any metric is computed
     if args.protocol == "sirr":
         from ..metrics.sirr import evaluate_sirr
 
@@ -122,7 +140,8 @@ def _evaluate(args: argparse.Namespace) -> None:
         if not args.gt:
             raise ValueError("--protocol sirr needs --gt (a pair folder or a test root)")
         unused = [flag for flag, value in (("--posterior-mean", args.posterior_mean), ("--reference", args.reference),
-                                           ("--fid-stats", args.fid_stats)) if value]
+                                           ("--fid-stats", args.fid_stats), ("--max-pixels", args.max_pixels))
+                  if value]
         if unused:
             raise ValueError(f"--protocol sirr takes no {', '.join(unused)}")
         result = evaluate_sirr(args.pred, args.gt, label=args.label)
@@ -130,12 +149,21 @@ def _evaluate(args: argparse.Namespace) -> None:
         metrics = args.metrics or DEFAULT_EVALUATE_METRICS
         result = evaluate_folders(args.pred, args.gt, args.posterior_mean, [m.strip() for m in metrics.split(",")],
                                   reference=args.reference, fid_stats=args.fid_stats, device=args.device,
-                                  batch_size=args.batch_size, label=args.label, skip_missing=args.skip_missing)
+                                  batch_size=args.batch_size, label=args.label, skip_missing=args.skip_missing,
+                                  skip_unreadable=True,
+                                  max_pixels=DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels)
     paths = write_results(result, args.out)
     console.print_json(data={"method": result.label, **result.summary})
     for name, reason in result.skipped.items():
         console.print(f"[yellow]skipped[/yellow] {name}: {reason}")
+    for reason in result.failed.values():
+        console.print(f"[yellow]skipped[/yellow] {reason}", soft_wrap=True)
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+    if result.failed:
+        console.print(f"[yellow]{len(result.failed)} file(s) could not be read: the metrics cover "
+                      f"{result.meta['images']} image(s), not the whole folder (the results row records "
+                      f"images={result.meta['images']})[/yellow]", soft_wrap=True)
+        sys.exit(EXIT_PARTIAL)
 
 
 def _synth_reflection(args: argparse.Namespace) -> None:
@@ -307,6 +335,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--faces detect: leave out photos without a face (default: reported and copied through)")
     p.set_defaults(func=_restore)
 
+    p = sub.add_parser("demo", help="restore photos in the browser (Gradio): input | posterior mean | restoration")
+    p.add_argument("--ckpt", required=True, help="what restore --ckpt takes (flow checkpoint, pipeline folder, PMRF's "
+                                                 "released model)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to serve on (default: this machine only; 0.0.0.0 to reach it from others)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--steps", type=int, default=25, help="the page's initial Euler steps (paper: 25)")
+    p.add_argument("--detector", choices=list(_face_detectors()), default="mtcnn",
+                   help="face detector of the page's `detect` mode")
+    p.set_defaults(func=_demo)
+
     p = sub.add_parser("reconstruct", help="a VAE's reconstructions (posterior mode) of a folder, for Tables 1-3")
     p.add_argument("--vae", required=True,
                    help="Sim-VAE snapshot or diffusers AutoencoderKL directory, HF repo id, or one of "
@@ -317,6 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--quantize", choices=["floor", "round"], default="floor",
                    help="8-bit levels: floor as the official test_vae.py (paper numbers), or round")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    p.add_argument("--skip-existing", action="store_true", help="keep outputs that already exist, do the rest")
+    p.add_argument("--max-pixels", type=int,
+                   help="skip (and report) images above this many pixels, read from their header (default 2048²)")
     p.set_defaults(func=_reconstruct)
 
     p = sub.add_parser("plot-convergence", help="metric vs training step for runs, with the speed-up over the first")
@@ -354,6 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--skip-missing", action="store_true",
                    help="skip metrics whose weights or inputs are absent (listed with the reason) instead of failing")
+    p.add_argument("--max-pixels", type=int,
+                   help="skip (and report) images above this many pixels, read from their header (default 2048²)")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("synth-reflection",
@@ -432,13 +478,14 @@ def resolve_device(name: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)  # --help exits here, before torch is imported
+    from ..atomic import CheckpointWriteError
     from ..data.image_io import ImageReadError
 
     try:
         if getattr(args, "device", None) is not None:
             args.device = resolve_device(args.device)
         args.func(args)
-    except (FileNotFoundError, ValueError, ImageReadError) as err:
+    except (FileNotFoundError, ValueError, ImageReadError, CheckpointWriteError) as err:
         console.print(f"[red]error:[/red] {err}", soft_wrap=True)  # one line, however long
         sys.exit(2)
 

@@ -23,17 +23,24 @@ from rich.console import Console
 
 from ..models.autoencoder import load_autoencoder
 from ..models.swinir import pad_to_multiple
-from .restore import RestoreSummary, input_files, plan_outputs, report_failures, run_in_size_batches, save_png
+from .restore import (DEFAULT_MAX_PIXELS, RestoreSummary, input_files, plan_outputs, report_failures,
+                      run_in_size_batches, save_png)
 
 QUANTIZE = ("floor", "round")
 
 
 @torch.no_grad()
 def reconstruct(vae: str | Path, source: str | Path, output: str | Path, batch_size: int = 1, device: str = "cpu",
-                quantize: str = "floor", console: Console | None = None) -> RestoreSummary:
+                quantize: str = "floor", console: Console | None = None, overwrite: bool = False,
+                skip_existing: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> RestoreSummary:
     """Writes OUTPUT/<relative path>.png (8-bit RGB, the input's size) for every image under
     ``source`` (a folder, searched recursively, or one file). ``vae``: anything ``load_autoencoder``
-    takes. An unreadable file is reported and skipped; the rest still run."""
+    takes. An unreadable file, or one above ``max_pixels`` (read from its header, not decoded), is
+    reported and skipped; the rest still run (the CLI then exits with ``EXIT_PARTIAL``).
+
+    Before the VAE is loaded, as ``restore``: the output folder must be writable, two inputs may not
+    share an output name, and existing outputs are refused unless ``overwrite`` (or kept with
+    ``skip_existing``)."""
     console = console or Console(stderr=True)
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
@@ -42,10 +49,10 @@ def reconstruct(vae: str | Path, source: str | Path, output: str | Path, batch_s
     root, files = input_files(Path(source))
     output = Path(output)
     targets = [output / path.relative_to(root).with_suffix(".png") for path in files]
-    plan_outputs(files, targets, output, overwrite=True)  # a reconstruction folder is rewritten whole
+    todo = plan_outputs(files, targets, output, overwrite, skip_existing)
     model = load_autoencoder(vae).to(device).eval()
     multiple = model.downsample_factor
-    summary = RestoreSummary()
+    summary = RestoreSummary(existing=[targets[i] for i in sorted(set(range(len(files))) - set(todo))])
 
     def run(batch: list[tuple[Path, np.ndarray]]) -> None:
         # (H, W, 3) in [0, 1] -> (1, 3, H, W) in [-1, 1] -> padded to multiples of f, stacked
@@ -58,8 +65,10 @@ def reconstruct(vae: str | Path, source: str | Path, output: str | Path, batch_s
             save_png(out[:, : im.shape[0], : im.shape[1]], target)
             summary.written.append(target)
 
-    run_in_size_batches(list(zip(targets, files)), multiple, batch_size, run, summary, console,
-                        f"reconstructing with {vae}")
+    run_in_size_batches([(targets[i], files[i]) for i in todo], multiple, batch_size, run, summary, console,
+                        f"reconstructing with {vae}", max_pixels=max_pixels)
+    if summary.existing:
+        console.print(f"kept {len(summary.existing)} existing output(s) (--skip-existing)")
     console.print(f"reconstructed {len(summary.written)} image(s) with {vae} (f{multiple}c{model.latent_channels}, "
                   f"posterior mode) into {output}")
     report_failures(summary, console)

@@ -68,7 +68,9 @@ def load_autoencoder(spec: str | Path) -> Autoencoder:
     if path.is_dir():
         return _load_directory(path)
     if path.exists():
-        raise FileNotFoundError(f"VAE {path} is a file; expected {EXPECTED}")
+        hint = (" (a training checkpoint? `latent-pmrf export-vae CKPT DIR` writes a VAE checkpoint's weights as a "
+                "snapshot folder)" if path.suffix == ".ckpt" else "")
+        raise FileNotFoundError(f"VAE {path} is a file{hint}; expected {EXPECTED}")
     if name.count("/") != 1:
         raise FileNotFoundError(f"VAE {name!r} not found: no such directory; expected {EXPECTED}")
     try:
