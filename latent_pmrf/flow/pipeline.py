@@ -21,7 +21,7 @@ from torch import nn
 from ..atomic import atomic_write, write_text_atomic
 from ..config import to_dict
 from ..models.autoencoder import autoencoder_config, autoencoder_from_config
-from ..models.pmrf_import import UnitRangeVelocity, load_pmrf_release
+from ..models.pmrf_import import DOWNLOAD_HINT, UnitRangeVelocity, load_pmrf_release
 from ..models.state_dict import load_strict
 from ..models.swinir import SwinIR, SwinIRConfig
 from ..models.velocity import VELOCITY_FAMILIES, build_velocity
@@ -33,6 +33,9 @@ WEIGHTS_NAME = "model.safetensors"
 FORMAT = "latent-pmrf-pipeline"
 FORMAT_VERSION = 1
 CHECKPOINT_PREFIX = "pipeline."  # the pipeline's keys inside a FlowModule checkpoint's state_dict
+EXPECTED = ("a flow training checkpoint (.ckpt of `latent-pmrf train` with a configs/latent_pmrf or configs/pmrf "
+            f"config), a pipeline folder ({CONFIG_NAME} + {WEIGHTS_NAME} of save_pretrained) or PMRF's released "
+            "model (its folder or model.safetensors)")
 
 
 class IdentityPosteriorMean(nn.Module):
@@ -100,6 +103,18 @@ class RestorationPipeline(nn.Module):
     def size_multiple(self) -> int:
         """Image sides must be multiples of this (VAE downsampling × velocity net patch/merges)."""
         return self.space.scale_factor * self.velocity.config.multiple
+
+    def compile_nets(self, **options) -> RestorationPipeline:
+        """``torch.compile`` the velocity net, the VAE and the posterior-mean estimator(s) in place
+        (``models/compile.py``): same weights, outputs equal to float rounding, faster from the
+        second image of a size on (the first compiles). ``restore --compile``."""
+        from ..models.compile import compile_module
+
+        estimators = self.posterior_mean.values() if isinstance(self.posterior_mean, nn.ModuleDict) else [self.posterior_mean]
+        for net in [self.velocity, self.vae, *estimators]:
+            if net is not None and not isinstance(net, IdentityPosteriorMean):
+                compile_module(net, **options)
+        return self
 
     def train(self, mode: bool = True) -> RestorationPipeline:
         super().train(mode)
@@ -267,14 +282,22 @@ class RestorationPipeline(nn.Module):
         try:
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as err:  # pickle / zip errors of every kind: the file is not a checkpoint
-            raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from err
+            raise ValueError(f"{path}: not a readable PyTorch checkpoint ({torch_load_problem(path, err)}); "
+                             f"expected {EXPECTED}") from err
         hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
         if "pipeline" not in hp:
-            hint = (" (written by an older latent-pmrf whose flow checkpoints stored frozen_configs; retrain, "
-                    "or restore with that version)" if "frozen_configs" in hp else
-                    f"; its hyper_parameters hold {sorted(hp)[:5]}: is it a "
-                    f"{hp.get('config', {}).get('task', 'non-flow')} checkpoint?")
-            raise ValueError(f"{path}: not a latent-pmrf flow checkpoint (no hyper_parameters.pipeline){hint}")
+            config = hp.get("config") if isinstance(hp, dict) else None
+            task = config.get("task") if isinstance(config, dict) else None
+            if "frozen_configs" in hp:
+                found = ("written by an older latent-pmrf whose flow checkpoints stored frozen_configs; retrain, or "
+                         "restore with that version")
+            elif task is not None:
+                found = f"it is a {task} checkpoint" + (
+                    ": `latent-pmrf export-vae` turns it into a VAE folder for reconstruct --vae" if task == "vae"
+                    else "")
+            else:
+                found = f"no hyper_parameters.pipeline, it holds {sorted(hp)[:5] if isinstance(hp, dict) else hp}"
+            raise ValueError(f"{path}: not a latent-pmrf flow checkpoint ({found}); expected {EXPECTED}")
         pipeline = cls.from_config_dict(hp["pipeline"], f"{path}: hyper_parameters.pipeline")
         state = {k[len(CHECKPOINT_PREFIX):]: v for k, v in ckpt.get("state_dict", {}).items()
                  if k.startswith(CHECKPOINT_PREFIX)}
@@ -325,12 +348,38 @@ class RestorationPipeline(nn.Module):
 
 def load_restoration(path: str | Path) -> RestorationPipeline:
     """What ``restore`` takes: a flow training checkpoint (``.ckpt``), a pipeline folder
-    (``save_pretrained``), or PMRF's released model (its folder or ``model.safetensors``)."""
+    (``save_pretrained``), or PMRF's released model (its folder or ``model.safetensors``). Anything
+    else is one error naming the path and what was expected."""
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found; expected {EXPECTED} (PMRF's model: {DOWNLOAD_HINT})")
     if path.suffix == ".ckpt" or path.is_file() and path.suffix != ".safetensors":
         return RestorationPipeline.from_checkpoint(path)
+    if path.is_dir() and not (path / CONFIG_NAME).is_file() and not (path / WEIGHTS_NAME).is_file():
+        raise FileNotFoundError(f"{path} holds neither {CONFIG_NAME} nor {WEIGHTS_NAME}; expected {EXPECTED} "
+                                f"(PMRF's model: {DOWNLOAD_HINT})")
     if path.is_dir() and (path / CONFIG_NAME).is_file():
-        raw = json.loads((path / CONFIG_NAME).read_text())
-        if raw.get("format") == FORMAT:
+        try:
+            raw = json.loads((path / CONFIG_NAME).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path / CONFIG_NAME}: not valid JSON ({err}); expected {EXPECTED}") from err
+        if isinstance(raw, dict) and raw.get("format") == FORMAT:
             return RestorationPipeline.from_pretrained(path)
+        if isinstance(raw, dict) and "_class_name" in raw:  # a diffusers-style model: a VAE, a UNet, ...
+            raise ValueError(f"{path} holds a {raw['_class_name']} ({CONFIG_NAME}), not a restoration model; "
+                             f"expected {EXPECTED}")
     return RestorationPipeline.from_pmrf_release(path)
+
+
+def torch_load_problem(path: Path, err: Exception) -> str:
+    """Why ``torch.load`` could not read ``path``, in one line: what the file starts with when it is
+    neither the zip archive ``torch.save`` writes nor a legacy pickle, else the loader's reason (of a
+    weights-only refusal, the part after its boilerplate)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        return "the file is empty"
+    if not head.startswith((b"PK\x03\x04", b"\x80")):
+        return f"the file starts with {head!r}, not with a zip or pickle header"
+    reason = str(err).split("WeightsUnpickler error:", 1)[-1].split("Check the documentation of torch.load", 1)[0]
+    return f"{type(err).__name__}: {' '.join(reason.split())}"

@@ -1,8 +1,11 @@
 """Checkpoints that never truncate, and a resume that never starts over by accident.
 
-- ``AtomicCheckpointIO``: every checkpoint goes to a temporary file in the same folder, is fsynced
-  and renamed over the target, so a kill or a full disk mid-write leaves the previous file intact
-  (Lightning's own writer opens the target and streams into it). A failed write names the file.
+- ``AtomicCheckpointIO``: every checkpoint goes to a temporary file in the same folder, is fsynced,
+  read back (``readable``) and only then renamed over the target, so a kill, a full disk or a writer
+  that silently produced garbage leaves the previous file intact (Lightning's own writer opens the
+  target and streams into it). A failed write names the file and stops the run before
+  ``ModelCheckpoint``'s retention (``save_top_k``) deletes the checkpoint it would have replaced:
+  the last good checkpoint is never the one removed.
 - ``resume_checkpoint``: the checkpoint a re-run continues from: ``last.ckpt`` if it reads, else
   the newest intact ``step*.ckpt`` (saying so), else a clear error; never a silent restart from
   step 0 over an existing run.
@@ -20,16 +23,15 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from ..atomic import CheckpointWriteError
+from ..flow.pipeline import torch_load_problem
+
 # Keys a resumed run may change: how and how long it runs, not what it trains.
 RESUMABLE = ("trainer.max_steps", "trainer.devices", "trainer.num_nodes", "trainer.accelerator", "trainer.strategy",
              "trainer.progress_bar", "trainer.log_every_n_steps", "trainer.val_every_n_steps",
              "trainer.checkpoint_every_n_steps", "trainer.output_dir", "trainer.resume", "data.num_workers",
              "data.val_batch_size", "data.val_limit", "convergence.every_n_steps", "convergence.metrics",
-             "convergence.skip_missing", "val_euler_steps")
-
-
-class CheckpointWriteError(OSError):
-    """A checkpoint could not be written (disk full, permissions); the previous one is intact."""
+             "convergence.skip_missing", "val_euler_steps", "trainer.compile", "model.activation_checkpointing")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -42,21 +44,35 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
+            problem = read_error(tmp)
+            if problem is not None:
+                raise CheckpointWriteError(f"cannot write checkpoint {path}: the written file does not read back "
+                                           f"({problem}); the previous checkpoint, if any, is intact")
             os.replace(tmp, path)
+        except CheckpointWriteError:
+            raise
         except OSError as err:
-            raise CheckpointWriteError(f"cannot write checkpoint {path}: {err.strerror or err} "
-                                       f"(the previous checkpoint, if any, is intact)") from err
+            error = CheckpointWriteError(f"cannot write checkpoint {path}: {err.strerror or err} "
+                                         f"(the previous checkpoint, if any, is intact)")
+            error.errno = err.errno  # ENOSPC, EACCES, ... for callers that tell them apart
+            raise error from err
         finally:
             tmp.unlink(missing_ok=True)
 
 
-def readable(path: Path) -> bool:
-    """Whether ``path`` is a complete checkpoint (its zip directory and pickled header read)."""
+def read_error(path: Path) -> str | None:
+    """Why ``path`` is not a complete checkpoint (its zip directory and pickled header do not read),
+    in one line; None if it is one."""
     try:
         torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        return True
-    except Exception:  # truncated zip, garbage, wrong format: all mean "not usable"
-        return False
+        return None
+    except Exception as err:  # truncated zip, garbage, wrong format: all mean "not usable"
+        return torch_load_problem(path, err)
+
+
+def readable(path: Path) -> bool:
+    """Whether ``path`` is a complete checkpoint (its zip directory and pickled header read)."""
+    return read_error(path) is None
 
 
 def resume_checkpoint(output_dir: Path) -> Path | None:
