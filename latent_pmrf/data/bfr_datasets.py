@@ -33,12 +33,15 @@ class PairedOnlineDataset(Dataset):
     DDP ranks and dataloader workers never repeat or collide, and a run is reproducible.
     Validation (``train=False``): the generator depends on ``(seed, index)`` only, so every
     evaluation of every run sees the same LQ. Images larger than ``crop_size`` are cropped
-    (randomly for training, centrally for validation); ``crop_size=None`` keeps them whole.
+    (randomly for training, centrally for validation); ``crop_size=None`` keeps them whole. A
+    training image smaller than the crop is skipped or enlarged (``small_images``, ``ImageFiles``).
     """
 
     def __init__(self, sources: list[tuple[str | Path, int | None]], degradation: BFRDegradation,
-                 crop_size: int | None = None, seed: int = 0, train: bool = True, on_read_error: str = "skip"):
-        self.images = ImageFiles.from_sources(sources, on_read_error if train else "raise")
+                 crop_size: int | None = None, seed: int = 0, train: bool = True, on_read_error: str = "skip",
+                 small_images: str = "skip"):
+        self.images = ImageFiles.from_sources(sources, on_read_error if train else "raise",
+                                              min_size=crop_size if train else None, small_images=small_images)
         self.degradation = degradation
         self.crop_size = crop_size
         self.seed = seed

@@ -1,10 +1,14 @@
 """Image-folder reading shared by every dataset, and the plain folders autoencoders train on.
 
-``ImageFiles`` is the one reading path: a sorted file list plus the policy for unreadable files.
-Training sets use ``on_read_error="skip"``: the next readable file takes the place of a corrupt
-one, a warning names it, and the item reports how many files it skipped so that the training
-module logs a running count (``data/skipped_files``); nothing is dropped silently. Evaluation
-sets use ``"raise"``: an error naming the file.
+``ImageFiles`` is the one reading path: a sorted file list plus the policy for unreadable files and
+for images smaller than the training crop. Training sets use ``on_read_error="skip"``: the next
+readable file takes the place of a corrupt one, a warning names it, and the item reports how many
+files it skipped so that the training module logs a running count (``data/skipped_files``); nothing
+is dropped silently. Evaluation sets use ``"raise"``: an error naming the file.
+
+An image whose shorter side is below the crop (``min_size``) is, with ``small_images="skip"``
+(default), skipped and counted in the same way; with ``"upscale"`` it is enlarged (Lanczos) so
+that its shorter side equals the crop, keeping its aspect ratio.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from .image_io import ImageReadError, list_images, read_image
@@ -21,7 +27,13 @@ from .image_io import ImageReadError, list_images, read_image
 log = logging.getLogger(__name__)
 
 READ_ERROR_POLICIES = ("skip", "raise")
+SMALL_IMAGE_POLICIES = ("skip", "upscale")
 MAX_CONSECUTIVE_SKIPS = 16
+
+
+def check_small_images(value: str) -> None:
+    if value not in SMALL_IMAGE_POLICIES:
+        raise ValueError(f"data.small_images must be one of {SMALL_IMAGE_POLICIES}, got {value!r}")
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -29,41 +41,87 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).mul(2.0).sub(1.0).contiguous()
 
 
-class ImageFiles:
-    """A list of image files and what to do with an unreadable one (see the module docstring)."""
+def upscale_short_side(image: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, C) in [0, 1] enlarged (Lanczos, clipped to [0, 1]) so that its shorter side is ``size``,
+    the longer one in proportion; unchanged if the shorter side is ``size`` or more."""
+    h, w = image.shape[:2]
+    if min(h, w) >= size:
+        return image
+    scale = size / min(h, w)
+    new = (size if w <= h else round(w * scale), size if h < w else round(h * scale))  # (W, H)
+    return np.clip(cv2.resize(np.ascontiguousarray(image), new, interpolation=cv2.INTER_LANCZOS4), 0.0, 1.0)
 
-    def __init__(self, files: list[Path], on_read_error: str = "skip"):
+
+def images_smaller_than(files: list[Path], size: int, max_checked: int) -> tuple[list[tuple[Path, int, int]], int]:
+    """([(path, width, height)] of the files whose shorter side is below ``size``, number checked),
+    from the headers alone (nothing decoded); at most ``max_checked`` files, evenly spaced over the
+    list. A file whose header cannot be read is left to the training-time policy."""
+    step = max(1, -(-len(files) // max_checked))
+    checked = files[::step]
+    small = []
+    for path in checked:
+        try:
+            with Image.open(path) as img:
+                width, height = img.size
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            continue
+        if min(width, height) < size:
+            small.append((path, width, height))
+    return small, len(checked)
+
+
+class ImageFiles:
+    """A list of image files and what to do with an unreadable one or one smaller than ``min_size``
+    (see the module docstring)."""
+
+    def __init__(self, files: list[Path], on_read_error: str = "skip", min_size: int | None = None,
+                 small_images: str = "skip"):
         if on_read_error not in READ_ERROR_POLICIES:
             raise ValueError(f"on_read_error must be one of {READ_ERROR_POLICIES}, got {on_read_error!r}")
+        check_small_images(small_images)
         self.files = list(files)
         self.on_read_error = on_read_error
+        self.min_size, self.small_images = min_size, small_images
         self.skipped_here = 0  # in this process (each dataloader worker has its own copy)
 
     @classmethod
-    def from_sources(cls, sources: list[tuple[str | Path, int | None]], on_read_error: str = "skip") -> ImageFiles:
+    def from_sources(cls, sources: list[tuple[str | Path, int | None]], on_read_error: str = "skip",
+                     min_size: int | None = None, small_images: str = "skip") -> ImageFiles:
         """Images from several folders: ``sources`` = [(root, limit)], each in sorted path order, the
         first ``limit`` of it if given (the paper's VAE uses LSDIR crops + the first 10,000 FFHQ)."""
-        return cls([f for root, limit in sources for f in list_images(root, limit)], on_read_error)
+        return cls([f for root, limit in sources for f in list_images(root, limit)], on_read_error, min_size,
+                   small_images)
 
     def __len__(self) -> int:
         return len(self.files)
 
     def read(self, index: int) -> tuple[np.ndarray, Path, int]:
-        """(image, path, number of unreadable files skipped to get it)."""
+        """(image, path, number of unreadable or too small files skipped to get it)."""
         if not 0 <= index < len(self.files):
             raise IndexError(f"image index {index} out of range for {len(self.files)} files")
         for skipped in range(MAX_CONSECUTIVE_SKIPS + 1):
             path = self.files[(index + skipped) % len(self.files)]
             try:
-                return read_image(path), path, skipped
+                image = read_image(path)
             except ImageReadError as err:
                 if self.on_read_error == "raise":
                     raise
-                self.skipped_here += 1
-                log.warning("skipping unreadable training image (%d so far in this process): %s",
-                            self.skipped_here, err)
-        raise ImageReadError(f"{MAX_CONSECUTIVE_SKIPS + 1} consecutive unreadable images from "
+                self._skip("unreadable", str(err))
+                continue
+            height, width = image.shape[:2]
+            if self.min_size is None or min(height, width) >= self.min_size:
+                return image, path, skipped
+            if self.small_images == "upscale":
+                return upscale_short_side(image, self.min_size), path, skipped
+            crop = f"{self.min_size}x{self.min_size}"
+            self._skip("too small", f"{path} is {width}x{height}, smaller than the crop {crop} "
+                       "(data.small_images=upscale enlarges such images instead)")
+        raise ImageReadError(f"{MAX_CONSECUTIVE_SKIPS + 1} consecutive unreadable or too small images from "
                              f"{self.files[index]}: check the dataset")
+
+    def _skip(self, why: str, detail: str) -> None:
+        self.skipped_here += 1
+        log.warning("skipping %s training image (%d so far in this process): %s", why, self.skipped_here, detail)
 
 
 def random_crop(image: np.ndarray, size: int, rng: np.random.Generator, path: Path) -> np.ndarray:
@@ -91,8 +149,8 @@ class ImageFolderCrops(Dataset):
     """
 
     def __init__(self, sources: list[tuple[str | Path, int | None]], crop_size: int, hflip: bool = True,
-                 repeat: int = 1, on_read_error: str = "skip", seed: int = 0):
-        self.images = ImageFiles.from_sources(sources, on_read_error)
+                 repeat: int = 1, on_read_error: str = "skip", seed: int = 0, small_images: str = "skip"):
+        self.images = ImageFiles.from_sources(sources, on_read_error, min_size=crop_size, small_images=small_images)
         self.crop_size = crop_size
         self.hflip = hflip
         self.repeat = repeat  # each image appears `repeat` times per epoch, each time a new crop

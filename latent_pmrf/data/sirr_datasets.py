@@ -29,7 +29,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .bfr_datasets import item_rng
-from .image_folder import MAX_CONSECUTIVE_SKIPS, READ_ERROR_POLICIES, ImageFiles, center_crop, random_crop, to_tensor
+from .image_folder import (MAX_CONSECUTIVE_SKIPS, READ_ERROR_POLICIES, ImageFiles, center_crop, check_small_images,
+                           random_crop, to_tensor, upscale_short_side)
 from .image_io import ImageReadError, list_images, to_uint8
 from .reflection import ReflectionParams, ReflectionSynthesis, SynthesizedReflection
 
@@ -161,6 +162,12 @@ def random_geometry(image: np.ndarray, cfg: SIRRAugmentConfig, rng: np.random.Ge
     return np.ascontiguousarray(image)
 
 
+def crop_floor(augment: SIRRAugmentConfig, train: bool) -> int | None:
+    """The shorter side a training image needs before ``random_geometry``: the crop, unless the
+    geometry rescales every image to at least the crop first (``short_side_range``); None if none."""
+    return augment.crop_size if train and augment.short_side_range is None else None
+
+
 def fit_to(image: np.ndarray, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
     """A random (height, width) window of ``image``, enlarged first (bicubic) if it is smaller: how a
     reflection image is brought to its background's size."""
@@ -234,27 +241,31 @@ class ReflectionPairDataset(_SeededItems):
     """Real pairs from folders of the field's layout: ``roots`` = [(root, names or None, limit or
     None)], concatenated (the item index runs over all of them). A blended image of another size than
     its transmission is resized to it (PIL bicubic, as DSRNet's ``align``). Training: ``random_geometry``
-    on the pair; validation: both aligned to the floor multiple of 32, then centre-cropped."""
+    on the pair; validation: both aligned to the floor multiple of 32, then centre-cropped. A training
+    pair smaller than the crop (``crop_floor``) is skipped or enlarged (``small_images``, as ``ImageFiles``)."""
 
     def __init__(self, roots: list[tuple[str | Path, tuple[str, ...] | None, int | None]],
                  augment: SIRRAugmentConfig | None = None, seed: int = 0, train: bool = True,
-                 on_read_error: str = "skip"):
+                 on_read_error: str = "skip", small_images: str = "skip"):
         pairs = [pair for root, names, limit in roots for pair in list_pairs(root, names, limit)]
         policy = on_read_error if train else "raise"
         if policy not in READ_ERROR_POLICIES:
             raise ValueError(f"on_read_error must be one of {READ_ERROR_POLICIES}, got {policy!r}")
         self.blended = ImageFiles([b for b, _ in pairs], on_read_error="raise")
         self.transmission = ImageFiles([t for _, t in pairs], on_read_error="raise")
-        self.on_read_error = policy
+        check_small_images(small_images)
+        self.on_read_error, self.small_images = policy, small_images
         self.augment = augment or SIRRAugmentConfig()
         self.seed, self.train = seed, train
+        self.min_size = crop_floor(self.augment, train)
 
     def __len__(self) -> int:
         return len(self.blended)
 
     def read_pair(self, index: int) -> tuple[np.ndarray, np.ndarray, Path, int]:
-        """(blended, transmission, transmission path, pairs skipped): an unreadable file skips its
-        whole pair under the ``skip`` policy (warned, counted), as ``ImageFiles`` does for one image."""
+        """(blended, transmission, transmission path, pairs skipped): an unreadable file, or a pair
+        smaller than ``min_size`` under ``small_images=skip``, skips its whole pair (warned, counted),
+        as ``ImageFiles`` does for one image."""
         for skipped in range(MAX_CONSECUTIVE_SKIPS + 1):
             i = (index + skipped) % len(self)
             try:
@@ -266,8 +277,15 @@ class ReflectionPairDataset(_SeededItems):
                 log.warning("skipping an unreadable training pair: %s", err)
                 continue
             height, width = transmission.shape[:2]
-            return _pil_resize_unit(blended, (width, height)), transmission, path, skipped
-        raise ImageReadError(f"{MAX_CONSECUTIVE_SKIPS + 1} consecutive unreadable pairs from "
+            blended = _pil_resize_unit(blended, (width, height))
+            if self.min_size is not None and min(height, width) < self.min_size:
+                if self.small_images == "skip":
+                    log.warning("skipping a training pair smaller than the crop: %s is %dx%d, the crop %dx%d",
+                                path, width, height, self.min_size, self.min_size)
+                    continue
+                blended, transmission = (upscale_short_side(x, self.min_size) for x in (blended, transmission))
+            return blended, transmission, path, skipped
+        raise ImageReadError(f"{MAX_CONSECUTIVE_SKIPS + 1} consecutive unreadable or too small pairs from "
                              f"{self.transmission.files[index]}: check the dataset")
 
     def load(self, index: int, rng: np.random.Generator) -> dict:
@@ -301,21 +319,24 @@ class SyntheticReflectionDataset(_SeededItems):
     ``reflection_sources=None`` draws the reflection from the backgrounds themselves, never the same
     file (ERRNet/DSRNet split one VOC list into background and reflection halves, reshuffled every
     epoch; drawing per item is that with a fresh partner every time, and one epoch covers every
-    background once).
+    background once). A training image smaller than the crop (``crop_floor``) is skipped or enlarged
+    (``small_images``, ``ImageFiles``).
     """
 
     def __init__(self, background_sources: list[tuple[str | Path, int | None]],
                  reflection_sources: list[tuple[str | Path, int | None]] | None, synthesis: ReflectionSynthesis,
                  augment: SIRRAugmentConfig | None = None, seed: int = 0, train: bool = True,
-                 on_read_error: str = "skip"):
+                 on_read_error: str = "skip", small_images: str = "skip"):
         policy = on_read_error if train else "raise"
-        self.backgrounds = ImageFiles.from_sources(background_sources, policy)
-        self.reflections = ImageFiles.from_sources(reflection_sources, policy) if reflection_sources else None
+        self.augment = augment or SIRRAugmentConfig()
+        floor = crop_floor(self.augment, train)
+        self.backgrounds = ImageFiles.from_sources(background_sources, policy, floor, small_images)
+        self.reflections = (ImageFiles.from_sources(reflection_sources, policy, floor, small_images)
+                            if reflection_sources else None)
         if self.reflections is None and len(self.backgrounds) < 2:
             raise ValueError(f"reflections drawn from the backgrounds need at least 2 images, found "
                              f"{len(self.backgrounds)} under {[str(r) for r, _ in background_sources]}")
         self.synthesis = synthesis
-        self.augment = augment or SIRRAugmentConfig()
         self.seed, self.train = seed, train
 
     def __len__(self) -> int:

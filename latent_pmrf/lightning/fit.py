@@ -11,7 +11,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from ..analysis.run_logs import last_checkpoint
 from ..atomic import write_text_atomic
-from ..config import to_dict, to_yaml
+from ..config import ConfigError, from_dict, to_dict, to_yaml
 from ..seeding import derive_seed
 from .checkpoints import AtomicCheckpointIO, checkpoint_config, config_changes, resume_checkpoint
 from .ema import EMA
@@ -33,12 +33,33 @@ class PerRankSeed(Callback):
         L.seed_everything(derive_seed(self.seed, trainer.global_rank), workers=True, verbose=False)
 
 
+class CompileNet(Callback):
+    """``trainer.compile``: compiles the trained network (the module's ``ema_target``) in place once
+    the EMA callback, listed before it, has copied the eager network for its average."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        from ..models.compile import compile_module
+
+        if stage == "fit":
+            compile_module(pl_module.get_submodule(pl_module.ema_target))
+
+
 class StepProgressBar(RichProgressBar):
     """Rich progress bar whose title counts epochs without a total: step-bounded runs have no
     epoch limit (Lightning's own title reads "Epoch 9/-2" then)."""
 
     def _get_train_description(self, current_epoch: int) -> str:
         return f"Epoch {current_epoch} (step limit {self.trainer.max_steps})"
+
+
+def with_defaults(schema: type, stored: dict) -> dict:
+    """A checkpoint's config through today's schema: a field added since it was written takes its
+    default (so a run from before the field existed resumes when the field is left at it). A
+    config the schema no longer reads is compared as stored."""
+    try:
+        return to_dict(from_dict(schema, stored))
+    except ConfigError:
+        return stored
 
 
 def fit(task, cfg, **extras) -> Path:
@@ -59,7 +80,7 @@ def fit(task, cfg, **extras) -> Path:
     resume_from = resume_checkpoint(out) if t.resume else None
     if resume_from is not None:
         stored = checkpoint_config(resume_from)
-        changed = config_changes(stored, to_dict(cfg)) if stored is not None else {}
+        changed = config_changes(with_defaults(type(cfg), stored), to_dict(cfg)) if stored is not None else {}
         if changed:
             diff = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in ((k, *v) for k, v in changed.items()))
             raise ValueError(f"{resume_from} was trained with another config ({diff}); resume with the same values "
@@ -77,6 +98,8 @@ def fit(task, cfg, **extras) -> Path:
                  *callbacks, checkpoint, LearningRateMonitor("step")]
     if o.ema_decay is not None:
         callbacks.insert(0, EMA(o.ema_decay, o.ema_warmup))
+    if t.compile:
+        callbacks.insert(1 if o.ema_decay is not None else 0, CompileNet())
     if t.progress_bar:
         callbacks.append(StepProgressBar())
     validate = t.val_every_n_steps > 0

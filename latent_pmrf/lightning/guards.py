@@ -3,7 +3,11 @@ so neither the weights nor their EMA are poisoned and the last checkpoint stays 
 
 ``trainer.on_nonfinite: stop`` (default) ends the run with a message naming the step and the
 batch's files; ``skip`` drops the step (gradients cleared), counts it (``train/skipped_steps``) and
-stops after ``trainer.max_consecutive_skips`` in a row.
+stops after ``trainer.max_consecutive_skips`` in a row. Both counts live in the checkpoint, so a
+resumed run goes on counting (a run of skips that spans the restart still stops it).
+
+Every task's run has this callback (``fit.py``), so it also carries the data pipeline's running
+count of skipped files (``data_logging``) through checkpoints.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+
+from .data_logging import load_skipped_files, save_skipped_files
 
 
 class NonFiniteError(RuntimeError):
@@ -60,7 +66,14 @@ class NonFiniteGuard(Callback):
                                  f"(trainer.max_consecutive_skips={self.max_consecutive}): stopping")
 
     def state_dict(self) -> dict:
-        return {"skipped": self.skipped}
+        return {"skipped": self.skipped, "consecutive": self.consecutive}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.skipped = int(state_dict.get("skipped", 0))
+        self.consecutive = int(state_dict.get("consecutive", 0))
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        save_skipped_files(trainer, pl_module, checkpoint)
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        load_skipped_files(trainer, pl_module, checkpoint)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ..data.image_folder import check_small_images
 from ..losses.equivariance import ReVAELossConfig
 from ..models.lora import LoRAConfig
 from .trainer_config import ImageSourceConfig, TrainerConfig, check_on_read_error
@@ -33,6 +34,9 @@ class ReVAEDataConfig:
     batch_size: int = 8  # per device: mixtures per step (each needs a background and a reflection)
     num_workers: int = 4
     on_read_error: str = "skip"
+    # a training image smaller than crop_size: "skip" (warn, count in data/skipped_files, use the next)
+    # or "upscale" (Lanczos, shorter side to crop_size, aspect kept)
+    small_images: str = "skip"
     seed: int = 0  # of the data order, the crops and the reflection drawn for each background
     # Held-out mixtures for validation: centre crops, pair i and its α fixed by (val_seed, i).
     val_background_dir: Optional[str] = None
@@ -57,6 +61,7 @@ class ReVAEDataConfig:
         if self.val_reflection_dir and not self.val_background_dir:
             raise ValueError("data.val_reflection_dir needs data.val_background_dir")
         check_on_read_error(self.on_read_error)
+        check_small_images(self.small_images)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..data.degradations import DegradationConfig, degradation_preset
+from ..data.image_folder import check_small_images
 from ..models.hdit import HDiTConfig
 from ..models.looformer import LooUFormerConfig
 from ..models.velocity import VELOCITY_FAMILIES, velocity_config_class, velocity_preset
@@ -34,6 +35,9 @@ class BFRDataConfig:
     val_batch_size: int = 4
     num_workers: int = 8
     on_read_error: str = "skip"
+    # a training image smaller than crop_size: "skip" (warn, count in data/skipped_files, use the next)
+    # or "upscale" (Lanczos, shorter side to crop_size, aspect kept)
+    small_images: str = "skip"
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "val_batch_size"):
@@ -47,6 +51,7 @@ class BFRDataConfig:
         if self.val_lq_dir and not self.val_dir:
             raise ValueError("data.val_lq_dir needs data.val_dir (the ground truth it is paired with)")
         check_on_read_error(self.on_read_error)
+        check_small_images(self.small_images)
 
 
 @dataclass

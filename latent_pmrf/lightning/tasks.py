@@ -14,6 +14,7 @@ Lightning and open weight files, so they run only in ``train``.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 
 from ..config import ConfigError, load_config, read_task
 from ..data.degradations import degradation_preset
+from ..data.image_folder import images_smaller_than
 from ..data.image_io import list_images
 from ..models.sim_vae import SimVAEConfig
 from ..models.swinir import SwinIRConfig
@@ -28,8 +30,12 @@ from ..models.velocity import velocity_preset
 from ..weights import BASELINE_VAE_RELEASES
 from .re_vae_config import ReVAETrainConfig
 from .restoration_config import FlowTrainConfig, PosteriorMeanTrainConfig
+from .trainer_config import ImageSourceConfig
 from .vae_config import VAETrainConfig
 
+# Image headers read per training folder by the small-image check (evenly spaced over the folder):
+# about 22 µs each from a warm cache, so at most ~0.2 s a folder.
+MAX_HEADERS_CHECKED = 10_000
 
 
 @dataclass(frozen=True)
@@ -43,8 +49,9 @@ class Task:
 
 
 # ---------------------------------------------------------------------------------------- checks
-def _check_folders(sources: list[tuple[str, str | None]]) -> None:
-    """Each (config key, folder) exists and holds at least one image."""
+def _check_folders(sources: list[tuple[str, str | None]]) -> dict[str, list[Path]]:
+    """Each (config key, folder) exists and holds at least one image; {key: its images}."""
+    found = {}
     for key, folder in sources:
         if folder is None:
             continue
@@ -52,16 +59,39 @@ def _check_folders(sources: list[tuple[str, str | None]]) -> None:
         if not path.is_dir():
             raise ConfigError(f"{key}: folder not found: {path.resolve()}")
         try:
-            list_images(path, limit=1)
+            found[key] = list_images(path)
         except FileNotFoundError as err:
             raise ConfigError(f"{key}: no images in {path.resolve()} (searched recursively)") from err
+    return found
+
+
+def _check_training_folders(sources: dict[str, ImageSourceConfig], crop_size: int | None, small_images: str) -> None:
+    """``_check_folders`` of {config key: source}, and a warning per folder that holds images whose
+    shorter side is below ``crop_size`` (read from the headers, at most ``MAX_HEADERS_CHECKED``),
+    naming how many and one of them, and what ``data.small_images`` will do with them."""
+    found = _check_folders([(key, s.root) for key, s in sources.items()])
+    if crop_size is None:
+        return
+    for key, source in sources.items():
+        files = found[key][: source.limit]
+        small, checked = images_smaller_than(files, crop_size, MAX_HEADERS_CHECKED)
+        if not small:
+            continue
+        path, width, height = small[0]
+        sample = "" if checked == len(files) else f" (an even sample of its {len(files)})"
+        fate = ("skipped and counted in data/skipped_files (data.small_images=skip; data.small_images=upscale "
+                "enlarges them instead)" if small_images == "skip" else
+                f"enlarged so that their shorter side is {crop_size} (data.small_images=upscale)")
+        warnings.warn(f"{key}: {len(small)} of the {checked} images checked{sample} are smaller than the crop "
+                      f"{crop_size}x{crop_size}, e.g. {path} ({width}x{height}): they will be {fate}", stacklevel=2)
 
 
 def _check_vae(cfg: VAETrainConfig) -> None:
     if not cfg.data.train:
         raise ConfigError("data.train lists no image folders: add at least one {root: DIR}")
-    _check_folders([(f"data.train[{i}].root", s.root) for i, s in enumerate(cfg.data.train)]
-                   + [("data.val_dir", cfg.data.val_dir)])
+    _check_training_folders({f"data.train[{i}].root": s for i, s in enumerate(cfg.data.train)}, cfg.data.crop_size,
+                            cfg.data.small_images)
+    _check_folders([("data.val_dir", cfg.data.val_dir)])
 
 
 def _check_bfr_data(cfg: FlowTrainConfig | PosteriorMeanTrainConfig, multiple: int) -> None:
@@ -70,8 +100,8 @@ def _check_bfr_data(cfg: FlowTrainConfig | PosteriorMeanTrainConfig, multiple: i
         raise ConfigError("data.train lists no HQ image folders: add at least one {root: DIR}")
     if d.crop_size is not None and d.crop_size % multiple:
         raise ConfigError(f"data.crop_size={d.crop_size} must be a multiple of {multiple} (the model's input multiple)")
-    _check_folders([(f"data.train[{i}].root", s.root) for i, s in enumerate(d.train)]
-                   + [("data.val_dir", d.val_dir), ("data.val_lq_dir", d.val_lq_dir)])
+    _check_training_folders({f"data.train[{i}].root": s for i, s in enumerate(d.train)}, d.crop_size, d.small_images)
+    _check_folders([("data.val_dir", d.val_dir), ("data.val_lq_dir", d.val_lq_dir)])
 
 
 def vae_channels_and_factor(spec: str) -> tuple[int, int] | None:
@@ -135,10 +165,11 @@ def _check_re_vae(cfg: ReVAETrainConfig) -> None:
         raise ConfigError("data.background lists no image folders: add at least one {root: DIR}")
     if d.pairing == "sets" and not d.reflection:
         raise ConfigError("data.pairing=sets needs data.reflection folders (or set data.pairing=permute)")
-    _check_folders([(f"data.background[{i}].root", s.root) for i, s in enumerate(d.background)]
-                   + [(f"data.reflection[{i}].root", s.root) for i, s in enumerate(d.reflection)]
-                   + [("data.val_background_dir", d.val_background_dir),
-                      ("data.val_reflection_dir", d.val_reflection_dir)])
+    _check_training_folders({**{f"data.background[{i}].root": s for i, s in enumerate(d.background)},
+                             **{f"data.reflection[{i}].root": s for i, s in enumerate(d.reflection)}},
+                            d.crop_size, d.small_images)
+    _check_folders([("data.val_background_dir", d.val_background_dir),
+                    ("data.val_reflection_dir", d.val_reflection_dir)])
     if not Path(cfg.vae).is_dir():
         if cfg.vae.count("/") != 1 or Path(cfg.vae).exists():
             raise ConfigError(f"vae: {cfg.vae} is not a Sim-VAE snapshot directory ({CONFIG_NAME} + weights) "

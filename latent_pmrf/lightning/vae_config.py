@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ..data.image_folder import check_small_images
 from ..models.sim_vae import SimVAEConfig
 from .trainer_config import ImageSourceConfig, TrainerConfig, check_on_read_error
 
@@ -27,6 +28,10 @@ class VAEDataConfig:
     val_batch_size: int = 4
     num_workers: int = 4
     on_read_error: str = "skip"  # unreadable training image: "skip" (warn, count, use the next) or "raise"
+    # a training image smaller than crop_size: "skip" (warn, count in data/skipped_files, use the next)
+    # or "upscale" (Lanczos, shorter side to crop_size, aspect kept)
+    small_images: str = "skip"
+    seed: int = 0  # of the data order and the crops (item (epoch, index) draws from (seed, epoch, index))
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "val_batch_size", "repeat"):
@@ -35,6 +40,9 @@ class VAEDataConfig:
         if self.num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers}")
         check_on_read_error(self.on_read_error)
+        check_small_images(self.small_images)
+        if self.seed < 0:
+            raise ValueError(f"data.seed must be >= 0, got {self.seed}")
         for name in ("crop_size", "val_crop_size"):
             if getattr(self, name) % 8:
                 raise ValueError(f"data.{name} must be a multiple of 8 (the VAE's downsampling), got {getattr(self, name)}")

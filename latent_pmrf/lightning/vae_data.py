@@ -15,18 +15,17 @@ from .val_images import validation_shard
 class VAEDataModule(L.LightningDataModule):
     """Build the Trainer with ``use_distributed_sampler=False``: the sampler shards ranks itself."""
 
-    seed = 0  # of the data order and the crops; fixed: the VAE config has no data.seed
-
     def __init__(self, cfg: VAEDataConfig):
         super().__init__()
         if not cfg.train:
             raise ValueError("data.train lists no image folders: add at least one {root: DIR}")
         self.cfg = cfg
+        self.seed = cfg.seed  # of the data order and the crops
 
     def setup(self, stage: str | None = None) -> None:
         c = self.cfg
         self.train_set = ImageFolderCrops([(s.root, s.limit) for s in c.train], c.crop_size, c.hflip, c.repeat,
-                                         c.on_read_error, seed=self.seed)
+                                         c.on_read_error, seed=self.seed, small_images=c.small_images)
         self.val_set = ImageFolderCenter(c.val_dir, c.val_crop_size, c.val_limit) if c.val_dir else None
 
     def train_dataloader(self) -> DataLoader:

@@ -123,3 +123,21 @@ def test_resume_picks_the_newest_intact_checkpoint_including_slurm_hpc(tmp_path)
     with pytest.warns(UserWarning, match="hpc_ckpt_1.ckpt truncated or corrupt; resuming from .*last.ckpt"):
         assert resume_checkpoint(tmp_path) == tmp_path / "checkpoints" / "last.ckpt"
     assert resume_checkpoint(tmp_path / "nothing_here") is None
+
+
+def test_a_field_added_since_the_checkpoint_resumes_at_its_default():
+    """A checkpoint written before data.small_images / data.seed existed: those keys are absent from
+    its stored config. Compared through today's schema, they take their defaults and are no change;
+    set to anything else, they are."""
+    from latent_pmrf.config import to_dict
+    from latent_pmrf.lightning.checkpoints import config_changes
+    from latent_pmrf.lightning.fit import with_defaults
+    from latent_pmrf.lightning.vae_config import VAETrainConfig
+
+    cfg = VAETrainConfig()
+    stored = to_dict(cfg)
+    del stored["data"]["small_images"], stored["data"]["seed"]
+    assert config_changes(stored, to_dict(cfg))  # raw: the missing keys read as changed
+    assert config_changes(with_defaults(VAETrainConfig, stored), to_dict(cfg)) == {}
+    cfg.data.small_images = "upscale"
+    assert list(config_changes(with_defaults(VAETrainConfig, stored), to_dict(cfg))) == ["data.small_images"]

@@ -42,6 +42,7 @@ RECORDING_SCRIPT = textwrap.dedent('''
     from latent_pmrf.cli.main import main
     from latent_pmrf.lightning.flow_module import FlowModule
     from latent_pmrf.lightning.posterior_mean_module import PosteriorMeanModule
+    from latent_pmrf.lightning.re_vae_module import ReVAEModule
     from latent_pmrf.lightning.vae_module import VAEModule
 
     records, delay = sys.argv[1], float(os.environ["STEP_DELAY"])
@@ -61,7 +62,7 @@ RECORDING_SCRIPT = textwrap.dedent('''
             return loss
         return training_step
 
-    for module in (VAEModule, PosteriorMeanModule, FlowModule):
+    for module in (VAEModule, PosteriorMeanModule, FlowModule, ReVAEModule):
         module.training_step = recording(module.training_step)
     main(["train", *sys.argv[2:]])
 ''')
@@ -69,7 +70,7 @@ RECORDING_SCRIPT = textwrap.dedent('''
 
 @pytest.fixture(scope="module")
 def frozen_nets(tmp_path_factory):
-    """The flow's frozen f8 Sim-VAE and posterior-mean SwinIR, tiny."""
+    """The flow's frozen f8 Sim-VAE (re_vae's starting snapshot too) and posterior-mean SwinIR, tiny."""
     folder = tmp_path_factory.mktemp("frozen")
     torch.manual_seed(0)
     SimVAE(SimVAEConfig(block_out_channels=[8, 8, 8, 8], layers_per_block=1, layers_mid_block=1,
@@ -80,10 +81,17 @@ def frozen_nets(tmp_path_factory):
 
 def task_command(task: str, faces_dir: Path, frozen: Path, workers: int) -> list[str]:
     """Config and overrides of a tiny run of ``task`` (output folder and records added per launch)."""
-    common = [f"data.train=[{{root: {faces_dir / 'hq'}}}]", "data.batch_size=4", f"data.num_workers={workers}",
+    faces = f"[{{root: {faces_dir / 'hq'}}}]"
+    common = ["data.batch_size=4", f"data.num_workers={workers}",
               "optim.ema_decay=0.5", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=32-true",
               f"trainer.max_steps={MAX_STEPS}", "trainer.checkpoint_every_n_steps=1", "trainer.log_every_n_steps=1",
               "trainer.progress_bar=false"]
+    if task == "re_vae":  # LayerPairCrops: each background crop with a reflection crop drawn per item
+        return [str(ROOT / "configs/re_vae/sim_vae_c32_lora.yaml"), f"vae={frozen / 'vae'}", "data.pairing=sets",
+                f"data.background={faces}", f"data.reflection={faces}", "data.crop_size=32",
+                "data.val_background_dir=null", "loss.lpips_weight=0", "loss.lpips_pretrained=false",
+                "trainer.val_every_n_steps=0", *common]
+    common = [f"data.train={faces}", *common]
     if task == "vae":
         return [str(ROOT / "configs/vae/sim_vae_c32.yaml"), "model.block_out_channels=[32,32]",
                 "model.layers_per_block=1", "model.layers_mid_block=1", "model.latent_channels=4",
@@ -156,9 +164,9 @@ def assert_same_tensors(a, b, where: str) -> None:
 
 @pytest.mark.slow
 # Dataloader workers change nothing a step sees; checked with the VAE crops and the BFR pairs (the
-# flow reads the same BFR pairs).
+# flow reads the same BFR pairs, re_vae the VAE crops, paired per item by LayerPairCrops).
 @pytest.mark.parametrize("task,workers", [("vae", 0), ("vae", 2), ("posterior_mean", 0), ("posterior_mean", 2),
-                                          ("flow", 0)])
+                                          ("flow", 0), ("re_vae", 0)])
 def test_sigkill_mid_epoch_then_rerun_continues_bitwise(task, workers, faces_dir, frozen_nets, tmp_path):
     script = tmp_path / "record.py"
     script.write_text(RECORDING_SCRIPT)
