@@ -42,6 +42,9 @@ class TrainerConfig:
     progress_bar: bool = True
     on_nonfinite: str = "stop"  # a NaN/inf gradient: "stop" the run, or "skip" the step (guards.py)
     max_consecutive_skips: int = 10  # with "skip": stop after this many in a row
+    # torch.compile the trained network in place (models/compile.py); checkpoints are unchanged, so
+    # a run may be resumed with or without it. benchmarks/train_step.py measures the speed-up.
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:

@@ -30,6 +30,7 @@ from einops import rearrange
 from torch import nn
 
 from .attention import neighborhood_attention
+from .checkpointing import Level, set_activation_checkpointing
 from .task_embedding import TaskEmbedding, TaskEmbeddingConfig, task_vectors
 
 AUG_COND_FEATURES = 9  # k-diffusion's augmentation vector (KarrasAugmentWrapper); not configurable there
@@ -60,6 +61,7 @@ class HDiTConfig:
     attn_dwconv: bool = False
     ff_dwconv: bool = False
     aug_cond: bool = False  # k-diffusion's aug_emb / aug_in_proj (PMRF's HDiT has them)
+    activation_checkpointing: bool = False  # recompute block activations in backward (models/checkpointing.py)
     family: str = "hdit"  # velocity-model family (models/velocity.py); fixed for this class
     # GenSIRR's learnable task embedding, added to the mapping input (models/task_embedding.py)
     task_embedding: TaskEmbeddingConfig = field(default_factory=TaskEmbeddingConfig)
@@ -298,13 +300,6 @@ class TransformerLayer(nn.Module):
         return self.ff(self.self_attn(x, pos, cond), cond)
 
 
-class Level(nn.ModuleList):
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        for layer in self:
-            x = layer(x, pos, cond)
-        return x
-
-
 class MappingNetwork(nn.Module):
     """RMSNorm -> depth × (RMSNorm -> GEGLU -> zero-init Linear, residual) -> RMSNorm."""
 
@@ -394,6 +389,7 @@ class HDiT(nn.Module):
         self.merges = nn.ModuleList(TokenMerge(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.splits = nn.ModuleList(TokenSplit(b, a) for a, b in zip(widths[:-1], widths[1:]))
         self.out_norm = RMSNorm(widths[0])
+        set_activation_checkpointing(self, c.activation_checkpointing)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, aug: torch.Tensor | None = None,
                 task: torch.Tensor | int | None = None) -> torch.Tensor:

@@ -63,6 +63,7 @@ from einops import rearrange
 from torch import nn
 
 from .attention import neighborhood_attention
+from .checkpointing import Level, set_activation_checkpointing
 from .hdit import (
     AxialRoPE,
     FourierFeatures,
@@ -109,6 +110,7 @@ class LooUFormerConfig:
     time_embed_freq_scale: float = 1.0  # std of the Fourier frequencies
     mapping_layers: int = 2
     mapping_mult: float = 3.0
+    activation_checkpointing: bool = False  # recompute block activations in backward (models/checkpointing.py)
     family: str = "looformer"  # velocity-model family (models/velocity.py); fixed for this class
     # GenSIRR's learnable task embedding, added to the mapping input (models/task_embedding.py)
     task_embedding: TaskEmbeddingConfig = field(default_factory=TaskEmbeddingConfig)
@@ -290,13 +292,6 @@ class TransformerBlock(nn.Module):
         return x + self.ff(self.ff_norm(x, cond))
 
 
-class Level(nn.ModuleList):
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        for block in self:
-            x = block(x, pos, cond)
-        return x
-
-
 class Downsample(nn.Module):
     """(B, C_in, H, W) -> (B, C_out, H/2, W/2)."""
 
@@ -396,6 +391,7 @@ class LooUFormer(nn.Module):
             Upsample(b, a, c.upsample_method, c.upsample_kernel_size, c.use_bias)
             for a, b in pairwise(widths))
         self.out_norm = RMSNorm2d(widths[0])  # eps: machine epsilon, as the official output norm
+        set_activation_checkpointing(self, c.activation_checkpointing)
 
     def time_condition(self, sigma: torch.Tensor, task: torch.Tensor | int | None = None) -> torch.Tensor | None:
         """σ (B,) -> (B, time_embed_dim): Fourier features -> Linear (+ the task vector) -> mapping network."""

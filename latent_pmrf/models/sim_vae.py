@@ -150,6 +150,8 @@ class Decoder(nn.Module):
 class SimVAE(nn.Module):
     """KL autoencoder: ``encode(x) -> DiagonalGaussian``, ``decode(z) -> image``."""
 
+    compiled_submodules = ("encoder", "decoder")  # models/compile.py: what torch.compile compiles
+
     def __init__(self, config: SimVAEConfig | None = None):
         super().__init__()
         self.config = config or SimVAEConfig()
