@@ -121,3 +121,23 @@ def test_no_cuda_is_one_line(pipeline_dir, tmp_path, capsys):
         main(["restore", "--ckpt", str(pipeline_dir), "--input", str(tmp_path), "--output", str(tmp_path / "o"),
               "--device", "cuda"])
     assert exit_.value.code == 2 and "no CUDA device" in capsys.readouterr().err
+
+
+def test_compile_flag_compiles_every_network_once_and_restores(pipeline_dir, tmp_path, monkeypatch):
+    """restore --compile: RestorationPipeline.compile_nets runs once, on the loaded pipeline (the
+    compiled numerics are tests/test_compile.py's); without the flag nothing is compiled."""
+    calls = []
+    real = RestorationPipeline.compile_nets
+    monkeypatch.setattr(RestorationPipeline, "compile_nets",
+                        lambda self, **kw: calls.append(self) or real(self, backend="eager", **kw))
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    photo((64, 64)).save(inputs / "a.png")
+    run(pipeline_dir, inputs, tmp_path / "plain")
+    assert not calls
+    run(pipeline_dir, inputs, tmp_path / "compiled", "--compile")
+    assert len(calls) == 1 and calls[0].velocity._compiled_call_impl is not None
+    assert calls[0].posterior_mean._compiled_call_impl is not None
+    plain = np.asarray(Image.open(tmp_path / "plain" / "restored" / "a.png"))
+    compiled = np.asarray(Image.open(tmp_path / "compiled" / "restored" / "a.png"))
+    assert np.abs(plain.astype(int) - compiled).max() <= 1

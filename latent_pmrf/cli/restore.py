@@ -165,7 +165,7 @@ def restore(ckpt: str | Path, source: str | Path, output: str | Path, steps: int
             console: Console | None = None, sampler: str | None = None, branches: int = 1, branch_steps: int = 1,
             scorer: str | None = None, task: str | None = None, faces: FaceOptions | None = None,
             overwrite: bool = False, skip_existing: bool = False, keep_gray: bool = True,
-            max_pixels: int | None = DEFAULT_MAX_PIXELS) -> RestoreSummary:
+            max_pixels: int | None = DEFAULT_MAX_PIXELS, compile: bool = False) -> RestoreSummary:
     """Restored images go to OUTPUT/restored/<relative path>.png (input size; gray, RGBA and
     16-bit inputs are read as RGB and written as 8-bit RGB), f(y) to OUTPUT/posterior_mean/ with
     ``save_posterior_mean``. Image i uses a generator seeded by (seed, i), so results do not
@@ -191,6 +191,8 @@ def restore(ckpt: str | Path, source: str | Path, output: str | Path, steps: int
     score = early_branching_scorer(branches, branch_steps, steps, scorer, device)
     detector = faces.build_detector(device) if faces is not None else None
     pipeline = load_restoration(ckpt).to(device)
+    if compile:  # torch.compile in place: the first image of each size compiles, the rest run faster
+        pipeline.compile_nets()
     pipeline.task_id(task)  # an unknown task fails here, naming the model's tasks
     if faces is not None:
         from .restore_faces import restore_faces
