@@ -47,7 +47,7 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
         raise ImageReadError(f"cannot read image {path}: the file is empty")
     if max_pixels is not None:
         _check_size(path, data, max_pixels)
-    high = _decode_high_bit_depth(data)
+    high = _decode_high_bit_depth(data, path)
     if high is not None:
         return high
     try:
@@ -61,7 +61,7 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
                 arr = np.repeat(np.asarray(img, dtype=np.float32)[..., None], 3, axis=2)
             else:  # 8-bit L, LA, P, PA, RGBA, CMYK, YCbCr, 1-bit ...
                 arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise ImageReadError(f"cannot read image {path}: {err}") from err
     return np.clip(arr, 0.0, 1.0)
 
@@ -72,8 +72,9 @@ def _check_size(path: Path, data: bytes, max_pixels: int) -> None:
             width, height = img.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(f"cannot read image {path}: {err}") from err
-    except Image.DecompressionBombError:
-        width = height = max_pixels + 1
+    except Image.DecompressionBombError as err:  # PIL refuses to even report the size: its message has it
+        raise ImageReadError(f"{path}: {str(err).rstrip('.')}; above the limit of {max_pixels / 1e6:.1f} Mpx "
+                             "(--max-pixels)") from err
     if width * height > max_pixels:
         raise ImageReadError(f"{path}: {width}x{height} is {width * height / 1e6:.1f} Mpx, above the limit of "
                              f"{max_pixels / 1e6:.1f} Mpx (--max-pixels)")
@@ -84,7 +85,7 @@ def is_gray(image: np.ndarray) -> bool:
     return bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 0], image[..., 2]))
 
 
-def _decode_high_bit_depth(data: bytes) -> np.ndarray | None:
+def _decode_high_bit_depth(data: bytes, path: Path) -> np.ndarray | None:
     """16-bit PNG/TIFF (which PIL reads as 8-bit RGB) through OpenCV; None for everything else.
 
     A PNG's bit depth is byte 24 of its header (the IHDR chunk), so an 8-bit PNG, the common case,
@@ -94,6 +95,11 @@ def _decode_high_bit_depth(data: bytes) -> np.ndarray | None:
         return None
     if not (is_png or data[:4] in (b"II*\x00", b"MM\x00*")):
         return None
+    if is_png:  # PIL's decompression-bomb limit, which OpenCV does not apply, from the header
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        if Image.MAX_IMAGE_PIXELS is not None and width * height > 2 * Image.MAX_IMAGE_PIXELS:
+            raise ImageReadError(f"cannot read image {path}: {width}x{height} 16-bit PNG is {width * height / 1e6:.0f} Mpx, above the "
+                                 f"decompression-bomb limit of {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} Mpx")
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None or arr.dtype != np.uint16:
         return None

@@ -271,3 +271,30 @@ def test_reconstruct_names_a_wrong_vae_and_what_it_expected(which, wrong_models,
     if wrong_models[which].suffix == ".ckpt" and which != "missing":
         assert "export-vae" in line
     assert not list((tmp_path / "out").glob("*.png"))
+
+
+def _png_header_only(path, width, height, bit_depth):
+    """A PNG whose header claims width × height (RGB, bit_depth) and whose data is a few bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 10))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("bit_depth", [8, 16])
+@pytest.mark.parametrize("max_pixels", [None, 4_000_000])
+def test_a_decompression_bomb_is_an_image_read_error_naming_its_size(tmp_path, bit_depth, max_pixels):
+    """400 Mpx claimed in the header: refused before decoding, with or without a limit, 8- or 16-bit
+    (OpenCV, which decodes 16-bit PNGs, has no bomb check of its own), and the message has the size."""
+    from latent_pmrf.data.image_io import ImageReadError, read_image
+
+    bomb = _png_header_only(tmp_path / "bomb.png", 20000, 20000, bit_depth)
+    with pytest.raises(ImageReadError, match="400000000 pixels|20000x20000") as err:
+        read_image(bomb, max_pixels)
+    assert str(bomb) in str(err.value) and "\n" not in str(err.value)
