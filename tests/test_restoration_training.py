@@ -130,3 +130,40 @@ def test_official_velocity_net_trains_and_restores_from_its_checkpoint(faces_dir
     lq = torch.rand(1, 3, 64, 64) * 2 - 1
     restored, _ = module.restore(lq, steps=2, generator=torch.Generator().manual_seed(0))
     assert restored.shape == lq.shape and torch.isfinite(restored).all()
+
+
+def test_validation_flow_loss_is_eq3_at_fixed_t_and_noise_and_leaves_the_rng_alone():
+    """val/flow_loss: per image, the mean over VAL_FLOW_T of the Eq. 3 loss computed here by hand
+    from the same endpoints; a second call gives the same value; the global RNG is untouched."""
+    from latent_pmrf.flow import RestorationPipeline
+    from latent_pmrf.lightning.flow_module import VAL_FLOW_T, FlowModule
+    from latent_pmrf.lightning.restoration_config import FlowTrainConfig
+    from latent_pmrf.models.hdit import HDiT, HDiTConfig
+    from latent_pmrf.models.swinir import SwinIR, SwinIRConfig
+    from latent_pmrf.seeding import derive_seed
+
+    torch.manual_seed(0)
+    velocity = HDiT(HDiTConfig(patch_size=2, mapping_width=32, levels=[
+        dict(depth=1, width=32, d_head=16, kernel_size=3), dict(depth=1, width=64, d_head=16, attention="global")]))
+    with torch.no_grad():
+        for p in velocity.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    swinir = SwinIR(SwinIRConfig(embed_dim=12, depths=[1], num_heads=[2], window_size=4, scale=4, img_size=16,
+                                 upsample_channels=8))
+    pipeline = RestorationPipeline(swinir, velocity, None, source_noise_std=0.2)
+    module = FlowModule(FlowTrainConfig(), pipeline).eval()
+    batch = {"lq": torch.rand(2, 3, 32, 32) * 2 - 1, "gt": torch.rand(2, 3, 32, 32) * 2 - 1,
+             "index": torch.tensor([5, 6])}
+    state = torch.get_rng_state()
+    with torch.no_grad():
+        got = module._held_out_flow_loss(batch)
+        assert torch.equal(torch.get_rng_state(), state)
+        torch.manual_seed(derive_seed(module.cfg.data.seed, 5))
+        x0, x1 = pipeline.flow_endpoints(batch["lq"], batch["gt"])
+        expected = torch.zeros(2)
+        for t in VAL_FLOW_T:
+            xt = (1 - t) * x0 + t * x1  # Eq. 1
+            v = velocity(xt, torch.full((2,), t))
+            expected += ((v - (x1 - x0)) ** 2).mean(dim=(1, 2, 3)) / len(VAL_FLOW_T)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(module._held_out_flow_loss(batch), got, rtol=0, atol=0)

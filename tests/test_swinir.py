@@ -302,6 +302,25 @@ def test_scale_sets_unshuffle_and_upsampling(scale):
     assert out.shape == (1, 3, 19, 27) and torch.isfinite(out).all()
 
 
+def test_input_residual_starts_at_the_input_and_adds_the_network():
+    """f(y) = y + 2·net at [0, 1] scale; conv_last zero-initialised, so an untrained model is the identity."""
+    cfg = tiny_config(input_residual=True)
+    model = SwinIR(cfg).eval()
+    plain = SwinIR(tiny_config())
+    assert model.state_dict().keys() == plain.state_dict().keys()  # same checkpoint layout
+    x = torch.rand(1, 3, 21, 30) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(model(x), x)
+        randomize(model, seed=5)
+        plain.load_state_dict(model.state_dict())
+        plain.eval()
+        # the plain model returns (r + mean)·2 - 1 with r the same network output: residual = plain - that offset
+        residual = (plain(x) + 1) / 2 - plain.image_mean
+        torch.testing.assert_close(model(x), x + 2 * residual, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="in_channels == out_channels"):
+        SwinIR(tiny_config(input_residual=True, out_channels=1, image_mean=[0.5]))
+
+
 def test_bf16_autocast_and_training_step():
     model = randomize(SwinIR(tiny_config()), seed=4)
     x = torch.rand(2, 3, 32, 32) * 2 - 1

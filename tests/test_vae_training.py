@@ -122,6 +122,20 @@ def test_quickstart_writes_its_outputs(tmp_path):
     assert saved["ema_weights"] is True and np.isfinite(saved["held_out_psnr_db"]) and saved["steps"] == 3
     assert SimVAE.from_pretrained(tmp_path / "vae_export").config.latent_channels == 16
     assert np.isfinite(saved["restoration"]["latent_pmrf_psnr_db"]) and saved["restoration"]["flow_steps"] == 2
+    # issue 17: the degraded input is a row; the PD plane has at least three distinct points; the
+    # convergence curve is the held-out flow loss; the latent normalisation is measured, stored, reported
+    import csv
+
+    with (tmp_path / "eval" / "results.csv").open() as f:
+        rows = {r["method"]: r for r in csv.DictReader(f)}
+    assert {"lq", "posterior_mean", "latent_pmrf_K1", "latent_pmrf_K25"} <= set(rows)
+    x, y = saved["evaluation"]["pd_axes"]
+    assert len({(rows[m][x], rows[m][y]) for m in rows}) >= 3 and (tmp_path / "pd.png").stat().st_size > 1000
+    assert saved["evaluation"]["convergence"]["metric"] == "val/flow_loss" and (tmp_path / "convergence.png").is_file()
+    stats = saved["latent_normalisation"]
+    exported = SimVAE.from_pretrained(tmp_path / "vae_export").config
+    assert (exported.shift_factor, exported.scaling_factor) == (stats["shift_factor"], stats["scaling_factor"])
+    assert set(saved["stage_seconds"]) >= {"Sim-VAE training", "posterior-mean training", "Latent-PMRF training"}
 
 
 def test_ema_averages_only_the_autoencoder(faces_dir, tmp_path):

@@ -6,13 +6,21 @@ Writes, under ``--out``: ``vae/``, ``posterior_mean/``, ``latent_pmrf/`` (the Li
 ``vae_export/`` (EMA weights in the official format), ``reconstruction.png`` (held-out photo |
 reconstruction), ``restoration.png`` (LQ | posterior mean | Latent-PMRF | GT), ``loss_curve.png``,
 ``eval/results.{csv,md,json}`` (the evaluation table of its restorations, see
-``quickstart_report.py``), ``convergence.png``, ``pd.png`` and ``metrics.json``.
+``quickstart_report.py``), ``convergence.png``, ``pd.png`` and ``metrics.json`` (with the seconds
+each stage took, also printed at the end).
+
+The flow runs in a normalised latent: after the VAE is trained, ``vae-latent-stats`` measures its
+latent's mean and standard deviation on the training photos and stores shift = mean and scale =
+1/std in ``vae_export/config.json``, so the flow sees z' = (z - shift)·scale with unit spread and
+σ_s = 0.1 is a tenth of it (the quickstart VAE's raw spread is far from Sim-VAE c32's; see the
+README's "Latent normalisation").
 """
 
 from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,6 +33,7 @@ from ..data.image_folder import to_tensor
 from ..data.image_io import read_image, to_uint8
 from ..lightning.export import export_vae
 from ..analysis.run_logs import last_checkpoint, read_logged_metrics
+from ..flow.latent_stats import estimate_latent_stats
 from ..lightning.tasks import load_task_config, train
 from ..metrics.distortion import psnr
 from ..models.sim_vae import SimVAE
@@ -37,6 +46,8 @@ CONFIG = CONFIGS / "vae" / "quickstart.yaml"
 TRAIN_PHOTOS = ["chelsea.png", "coffee.png", "rocket.jpg", "hubble_deep_field.jpg", "ihc.png", "motorcycle_left.png",
                 "retina.jpg", "color.png"]
 HELD_OUT = "astronaut.png"
+VAL_CROP = 256  # validation (and convergence) images: the four corner crops of the held-out photo
+FLOW_VAL_EVERY = 50  # steps between the flow's validations: the points of convergence.png
 
 console = Console(stderr=True)
 
@@ -47,46 +58,83 @@ def _skimage_photo_dir() -> Path:
     return Path(skimage.data.__file__).parent
 
 
+def held_out_photo() -> Path:
+    return _skimage_photo_dir() / HELD_OUT
+
+
 def _stage_photos(data_dir: Path) -> tuple[Path, Path]:
+    """data/train: the training photos as PNGs; data/val: the held-out photo's four corner crops,
+    so that validation and the convergence curve have a set (FID needs two images or more)."""
     src = _skimage_photo_dir()
     train, val = data_dir / "train", data_dir / "val"
-    for folder, names in ((train, TRAIN_PHOTOS), (val, [HELD_OUT])):
+    for folder in (train, val):
         folder.mkdir(parents=True, exist_ok=True)
-        for name in names:
-            if not (src / name).is_file():
-                raise FileNotFoundError(f"scikit-image photo {src / name} is missing; reinstall scikit-image")
-            target = folder / (Path(name).stem + ".png")
-            if not target.exists():
-                Image.fromarray(to_uint8(read_image(src / name), (0, 1))).save(target)
+    for name in [*TRAIN_PHOTOS, HELD_OUT]:
+        if not (src / name).is_file():
+            raise FileNotFoundError(f"scikit-image photo {src / name} is missing; reinstall scikit-image")
+    for name in TRAIN_PHOTOS:
+        target = train / (Path(name).stem + ".png")
+        if not target.exists():
+            Image.fromarray(to_uint8(read_image(src / name), (0, 1))).save(target)
+    image = read_image(src / HELD_OUT)
+    h, w = image.shape[:2]
+    for i, (y, x) in enumerate((y, x) for y in (0, h - VAL_CROP) for x in (0, w - VAL_CROP)):
+        target = val / f"{Path(HELD_OUT).stem}_{i}.png"
+        if not target.exists():
+            Image.fromarray(to_uint8(image[y:y + VAL_CROP, x:x + VAL_CROP], (0, 1))).save(target)
     return train, val
 
 
-def _plot_loss(run_dir: Path, out_png: Path) -> None:
+class StageClock:
+    """Wall-clock seconds of each stage of the run, printed at its end."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        console.rule(f"[bold]{name}")
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - start, 1)
+
+    def table(self) -> str:
+        width = max(map(len, self.seconds))
+        total = sum(self.seconds.values())
+        lines = [f"{name:<{width}}  {sec:7.1f} s  {100 * sec / total:5.1f} %" for name, sec in self.seconds.items()]
+        return "\n".join(["stage times", *lines, f"{'total':<{width}}  {total:7.1f} s"])
+
+
+def plot_logged(run_dir: Path, key: str, out_png: Path, ylabel: str, title: str) -> list[tuple[int, float]]:
+    """``key`` of a run's CSV log against step (log scale); returns the (step, value) pairs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [row for row in read_logged_metrics(run_dir) if row.get("train/total")]
+    rows = [row for row in read_logged_metrics(run_dir) if row.get(key)]
     if not rows:
-        raise ValueError(f"{run_dir}/csv has no train/total values to plot")
-    steps, losses = [int(r["step"]) for r in rows], [float(r["train/total"]) for r in rows]
+        raise ValueError(f"{run_dir}/csv has no {key} values to plot")
+    points = [(int(r["step"]), float(r[key])) for r in rows]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, losses)
-    ax.set(xlabel="step", ylabel="training loss", yscale="log", title="Sim-VAE quickstart")
+    ax.plot(*zip(*points), marker="o" if len(points) < 20 else None)
+    ax.set(xlabel="step", ylabel=ylabel, yscale="log", title=title)
     fig.tight_layout()
     fig.savefig(out_png, dpi=120)
     plt.close(fig)
+    return points
 
 
-def _restore_held_out(out: Path, val_dir: Path, flow_run: Path, degradation, steps: int = 25) -> dict:
+def _restore_held_out(out: Path, flow_run: Path, degradation, steps: int = 25) -> dict:
     """Degrade the held-out photo (fixed seed), restore it, save LQ | f(y) | restored | GT."""
     from ..data.degradations import BFRDegradation
     from ..flow import RestorationPipeline
 
     pipeline = RestorationPipeline.from_checkpoint(last_checkpoint(flow_run))  # EMA weights, frozen nets included
     deg = BFRDegradation(replace(degradation, hflip_prob=0.0, gray_prob=0.0))
-    image = read_image(val_dir / (Path(HELD_OUT).stem + ".png"))
+    image = read_image(held_out_photo())
     lq, gt = deg(image, np.random.default_rng(0))
     m = pipeline.size_multiple
     h, w = (gt.shape[0] // m) * m, (gt.shape[1] // m) * m
@@ -106,7 +154,9 @@ def _restore_held_out(out: Path, val_dir: Path, flow_run: Path, degradation, ste
 def run_quickstart(out: str | Path, max_steps: int = 600, restoration_steps: int = 300) -> dict:
     out = Path(out)
     start = time.time()
-    train_dir, val_dir = _stage_photos(out / "data")
+    clock = StageClock()
+    with clock("photos"):
+        train_dir, val_dir = _stage_photos(out / "data")
     overrides = [f"data.train=[{{root: {train_dir}}}]", f"data.val_dir={val_dir}",
                  f"trainer.output_dir={out / 'vae'}", f"trainer.max_steps={max_steps}",
                  f"trainer.log_every_n_steps={min(10, max_steps)}"]
@@ -120,49 +170,54 @@ def run_quickstart(out: str | Path, max_steps: int = 600, restoration_steps: int
     for what, why in skipped.items():
         console.print(f"[yellow]note[/yellow]: {what} skipped: {why}")
 
-    vae_task, cfg = load_task_config(CONFIG, overrides)
-    run_dir = train(vae_task, cfg, val_lpips=use_lpips)
-    export_dir, used_ema = export_vae(last_checkpoint(run_dir), out / "vae_export")
-
-    # Reconstruct the held-out photo with the exported (EMA) weights, read back from disk.
-    vae = SimVAE.from_pretrained(export_dir).eval()
-    image = read_image(val_dir / (Path(HELD_OUT).stem + ".png"))
-    f = vae.config.downsample_factor
-    h, w = (image.shape[0] // f) * f, (image.shape[1] // f) * f
-    x = to_tensor(image[:h, :w])[None]
-    with torch.no_grad():
-        recon = vae.decode(vae.encode(x).mode()).clamp(-1, 1)
-    pred, gt = (recon[0] + 1) / 2, (x[0] + 1) / 2
-    held_out_psnr = float(psnr(pred[None], gt[None])[0])  # RGB, 8-bit grid, as the paper's evaluation
-    side_by_side = torch.cat([gt, pred], dim=2).permute(1, 2, 0).numpy()
-    Image.fromarray(to_uint8(side_by_side, (0, 1))).save(out / "reconstruction.png")
-    _plot_loss(run_dir, out / "loss_curve.png")
+    with clock("Sim-VAE training"):
+        vae_task, cfg = load_task_config(CONFIG, overrides)
+        run_dir = train(vae_task, cfg, val_lpips=use_lpips)
+    with clock("VAE export, latent statistics, held-out reconstruction"):
+        export_dir, used_ema = export_vae(last_checkpoint(run_dir), out / "vae_export")
+        # The flow's latent: shift = mean, scale = 1/std of this VAE's latents on the training photos.
+        latent = estimate_latent_stats(export_dir, train_dir, limit=None, crop_size=VAL_CROP, write=True)
+        console.print(f"latent normalisation (stored in {export_dir / 'config.json'}): z' = (z - {latent['shift_factor']:.4f})"
+                      f" x {latent['scaling_factor']:.4f}, measured on {latent['num_images']} training photos; the "
+                      f"raw latent's std is {1 / latent['scaling_factor']:.3f}, so sigma_s = 0.1 is 0.1 of the latent's spread")
+        held_out_psnr = _reconstruct_held_out(export_dir, out / "reconstruction.png")
+        plot_logged(run_dir, "train/total", out / "loss_curve.png", "training loss", "Sim-VAE quickstart")
 
     # Posterior mean, then the latent flow on top of the exported VAE and that posterior mean.
     data = [f"data.train=[{{root: {train_dir}}}]", f"data.val_dir={val_dir}",
             f"trainer.max_steps={restoration_steps}", f"trainer.val_every_n_steps={restoration_steps}",
             "trainer.progress_bar=true"]
-    pm_task, pm_cfg = load_task_config(CONFIGS / "posterior_mean" / "quickstart.yaml",
-                                       [*data, f"trainer.output_dir={out / 'posterior_mean'}"])
-    pm_run = train(pm_task, pm_cfg)
-    flow_task, flow_cfg = load_task_config(CONFIGS / "latent_pmrf" / "quickstart.yaml",
-                                           [*data, f"trainer.output_dir={out / 'latent_pmrf'}", f"vae={export_dir}",
-                                            f"posterior_mean.checkpoint={last_checkpoint(pm_run)}"])
-    flow_run = train(flow_task, flow_cfg)
-    restoration = _restore_held_out(out, val_dir, flow_run, flow_cfg.data.degradation)
-    report = evaluate_quickstart(out, val_dir / (Path(HELD_OUT).stem + ".png"), flow_run,
-                                 flow_cfg.data.degradation, console)
+    with clock("posterior-mean training"):
+        pm_task, pm_cfg = load_task_config(CONFIGS / "posterior_mean" / "quickstart.yaml",
+                                           [*data, f"trainer.output_dir={out / 'posterior_mean'}"])
+        pm_run = train(pm_task, pm_cfg)
+    with clock("Latent-PMRF training"):
+        flow_task, flow_cfg = load_task_config(CONFIGS / "latent_pmrf" / "quickstart.yaml",
+                                               [*data, f"trainer.output_dir={out / 'latent_pmrf'}", f"vae={export_dir}",
+                                                f"posterior_mean.checkpoint={last_checkpoint(pm_run)}",
+                                                f"trainer.val_every_n_steps={min(FLOW_VAL_EVERY, restoration_steps)}"])
+        flow_run = train(flow_task, flow_cfg)
+    with clock("held-out restoration"):
+        restoration = _restore_held_out(out, flow_run, flow_cfg.data.degradation)
+    with clock("evaluation and plots"):
+        report = evaluate_quickstart(out, held_out_photo(), flow_run, flow_cfg.data.degradation, console)
+        # The flow's training objective (Eq. 3) on the held-out crops: the curve that shows it learning.
+        curve = plot_logged(flow_run, "val/flow_loss", out / "convergence.png", "flow-matching loss, held out",
+                            "Latent-PMRF quickstart: Eq. 3 on the validation crops")
+        report["convergence"] = {"metric": "val/flow_loss", "points": curve}
 
     metrics = {
         "held_out_image": HELD_OUT,
         "held_out_psnr_db": held_out_psnr,
         "steps": cfg.trainer.max_steps,
         "train_images": len(TRAIN_PHOTOS),
-        "vae_parameters": sum(p.numel() for p in vae.parameters()),
+        "vae_parameters": sum(p.numel() for p in SimVAE.from_pretrained(export_dir).parameters()),
         "ema_weights": used_ema,
+        "latent_normalisation": latent,
         "restoration": {**restoration, "posterior_mean_steps": restoration_steps, "flow_steps": restoration_steps},
         "evaluation": {k: v for k, v in report.items() if k != "table_markdown"},
         "seconds": round(time.time() - start, 1),
+        "stage_seconds": clock.seconds,
         "skipped": skipped,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -171,4 +226,21 @@ def run_quickstart(out: str | Path, max_steps: int = 600, restoration_steps: int
     for name in ("reconstruction.png", "restoration.png", "loss_curve.png", "convergence.png", "pd.png",
                  "eval/results.csv", "metrics.json", "vae_export"):
         console.print(f"wrote {out / name}")
+    console.print(clock.table())
     return metrics
+
+
+def _reconstruct_held_out(export_dir: Path, out_png: Path) -> float:
+    """PSNR of the exported (EMA) VAE's reconstruction of the held-out photo, read back from disk;
+    saves photo | reconstruction."""
+    vae = SimVAE.from_pretrained(export_dir).eval()
+    image = read_image(held_out_photo())
+    f = vae.config.downsample_factor
+    h, w = (image.shape[0] // f) * f, (image.shape[1] // f) * f
+    x = to_tensor(image[:h, :w])[None]
+    with torch.no_grad():
+        recon = vae.decode(vae.encode(x).mode()).clamp(-1, 1)
+    pred, gt = (recon[0] + 1) / 2, (x[0] + 1) / 2
+    side_by_side = torch.cat([gt, pred], dim=2).permute(1, 2, 0).numpy()
+    Image.fromarray(to_uint8(side_by_side, (0, 1))).save(out_png)
+    return float(psnr(pred[None], gt[None])[0])  # RGB, 8-bit grid, as the paper's evaluation

@@ -1,10 +1,11 @@
-"""The quickstart's last part: evaluate its restorations like a paper table, then draw the
-convergence curve of its flow run and the perception-distortion plane.
+"""The quickstart's last part: evaluate its restorations like a paper table and draw the
+perception-distortion plane (``quickstart.py`` draws the convergence curve).
 
 Four 256² crops of the held-out photo are degraded with fixed seeds; the trained Latent-PMRF
-restores them with K = 1, 5 and 25 Euler steps, and f(y) is evaluated as a method of its own, so
-the PD plane shows the paper's picture in miniature: the posterior mean at minimal distortion,
-more flow steps trading distortion for perceptual quality. Every metric whose pretrained file is
+restores them with K = 1, 5 and 25 Euler steps; the degraded input (``lq``) and f(y) are evaluated
+as methods of their own, so the table says what restoration gained over its input and the PD plane
+shows the paper's picture in miniature: the posterior mean at minimal distortion, more flow steps
+trading distortion for perceptual quality. Every metric whose pretrained file is
 present is computed; the others are listed as skipped with the missing file. Q-Align (a 7B
 model) is left to ``latent-pmrf evaluate`` on a GPU. Set-level metrics (FID, FD/MMD-DINOv2) on
 four images run the real computation but are not meaningful at this size.
@@ -19,7 +20,6 @@ import numpy as np
 from PIL import Image
 from rich.console import Console
 
-from ..analysis.convergence import plot_convergence
 from ..analysis.pareto import plot_pd
 from ..analysis.run_logs import last_checkpoint
 from ..data.degradations import DegradationConfig
@@ -32,8 +32,11 @@ from .restore import restore
 EULER_STEPS = (1, 5, 25)
 CROP = 256
 QUICKSTART_METRICS = [m for m in METRICS if m != "qalign"]
-# y axis of the PD plane: the first perceptual metric that could be computed
-PERCEPTION_AXIS = ("fid", "fd_dinov2", "mmd_dinov2", "dists", "lpips_alex", "lpips_vgg", "piqe")
+# y axis of the PD plane: the first perceptual metric that could be computed.
+# No-reference quality first (perception in Blau & Michaeli's sense, per image); the set metrics
+# (FID, FD/MMD-DINOv2) are in the table but are no axis here: four images cannot estimate a
+# 2048-d (FID) or 1024-d (DINOv2) covariance, so their values do not rank methods.
+PERCEPTION_AXIS = ("musiq", "clipiqa", "niqe", "piqe", "dists", "lpips_alex", "lpips_vgg")
 
 
 def _eval_set(photo: Path, degradation: DegradationConfig, folder: Path) -> tuple[Path, Path]:
@@ -54,7 +57,7 @@ def _eval_set(photo: Path, degradation: DegradationConfig, folder: Path) -> tupl
 
 
 def evaluate_quickstart(out: Path, photo: Path, flow_run: Path, degradation: DegradationConfig, console: Console) -> dict:
-    """Restore, evaluate (results.csv/.md/.json), plot ``pd.png`` and ``convergence.png``."""
+    """Restore, evaluate (results.csv/.md/.json) and plot ``pd.png``."""
     folder = out / "eval"
     lq_dir, gt_dir = _eval_set(photo, degradation, folder)
     ckpt = last_checkpoint(flow_run)
@@ -64,7 +67,8 @@ def evaluate_quickstart(out: Path, photo: Path, flow_run: Path, degradation: Deg
                 console=console)
         methods[f"latent_pmrf_K{k}"] = folder / f"K{k}" / "restored"
     pm_dir = folder / f"K{EULER_STEPS[-1]}" / "posterior_mean"
-    methods = {"posterior_mean": pm_dir, **methods}
+    # The degraded input is a row of its own: the table and the PD plane show what restoration gained.
+    methods = {"lq": lq_dir, "posterior_mean": pm_dir, **methods}
 
     results = folder / "results.csv"
     results.unlink(missing_ok=True)
@@ -83,8 +87,6 @@ def evaluate_quickstart(out: Path, photo: Path, flow_run: Path, degradation: Deg
     else:
         plot_pd(results, "psnr", y_axis, out / "pd.png")
 
-    curve_metric = next((m for m in ("fid", "dists", "mmd_dinov2", "psnr") if m in computed), "psnr")
-    curve = plot_convergence([flow_run / "convergence.csv"], curve_metric, out / "convergence.png",
-                             labels=["Latent-PMRF (quickstart)"])  # direction from the metric table
     return {"results_csv": str(results), "table_markdown": results.with_suffix(".md").read_text(),
-            "metrics": computed, "skipped": skipped, "pd_axes": ["psnr", y_axis], "convergence_metric": curve["metric"]}
+            "metrics": computed, "skipped": skipped, "pd_axes": ["psnr", y_axis]}
+

@@ -69,6 +69,12 @@ class SwinIRConfig:
     image_mean: list[float] = field(default_factory=lambda: list(DIV2K_RGB_MEAN))  # on [0, 1] images
     img_range: float = 1.0
     drop_path_rate: float = 0.1  # stochastic depth while training, linear over all blocks (official)
+    # Global residual: output = LQ + network, the form SwinIR's own same-size restorers use (its
+    # denoising and JPEG models add the input back), with conv_last zero-initialised so that
+    # training starts from f(y) = y. Off in DifFace's release (and so in PMRF's and the paper's
+    # estimator); the quickstart turns it on, where a few hundred CPU steps would otherwise leave
+    # f(y) below its own input's PSNR.
+    input_residual: bool = False
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "out_channels", "embed_dim", "window_size", "upsample_channels"):
@@ -320,6 +326,12 @@ class SwinIR(nn.Module):
         self.conv_hr = nn.Conv2d(feat, feat, 3, padding=1)
         self.conv_last = nn.Conv2d(feat, cfg.out_channels, 3, padding=1)
         self.apply(self._init_weights)
+        if cfg.input_residual:
+            if cfg.in_channels != cfg.out_channels:
+                raise ValueError(f"SwinIRConfig.input_residual needs in_channels == out_channels, got "
+                                 f"{cfg.in_channels} and {cfg.out_channels}")
+            nn.init.zeros_(self.conv_last.weight)
+            nn.init.zeros_(self.conv_last.bias)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -352,8 +364,10 @@ class SwinIR(nn.Module):
             h = F.leaky_relu(getattr(self, name)(F.interpolate(h, scale_factor=2, mode="nearest")), 0.2)
         out = self.conv_last(F.leaky_relu(self.conv_hr(h), 0.2))
 
-        out = out[..., :height, :width] / cfg.img_range + self.image_mean
-        return out * 2 - 1  # [0, 1] -> [-1, 1]
+        out = out[..., :height, :width] / cfg.img_range
+        if cfg.input_residual:
+            return lq + out * 2  # the residual, scaled from [0, 1] units to [-1, 1] units
+        return (out + self.image_mean) * 2 - 1  # [0, 1] -> [-1, 1]
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, config: SwinIRConfig | None = None) -> "SwinIR":
