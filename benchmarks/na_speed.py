@@ -18,7 +18,15 @@ all of them see the same load and the ratios stay meaningful even when absolute 
 On CUDA the peak memory of one call is reported too (``torch.cuda.max_memory_allocated`` minus the
 inputs). Ratios are brute force / row, so > 1 means faster. "diff" is the largest |row - brute
 force| of the output and of dq, dk, dv. Target (project issue): at 64×64 tokens, k=7, 4 heads, D=64
-the fallback is >= 5x faster than the brute force and equal to it within 1e-5.
+the fallback is >= 10x faster than the brute force, forward and forward+backward, and equal to it
+within 1e-5.
+
+Roofline: each row's achieved FLOP/s and its fraction of the ``torch.mm`` peak (same dtype)
+measured at the start and at the end of the run (the larger is used; ``roofline.py``). FLOPs are
+what each row executes, counted on the meta device: the brute force's dense H·W × H·W attention,
+the fallback's tiles with their halo keys; NATTEN's kernels are not visible to the counter, so its
+row uses the analytic count 4·B·H·W·heads·k²·D forward (QKᵀ and AV over the k×k window), 3× that
+forward+backward.
 
 Measured on the shared 2-core CPU (fp32, batch 1, defaults, median of 7 reps; 5 runs while the
 other jobs were light): brute force 185-325 ms fwd / 533-708 ms fwd+bwd, fallback 16-32 ms /
@@ -45,6 +53,7 @@ import statistics
 import time
 
 import torch
+from roofline import DTYPES, achieved_cell, count_flops, matmul_peak, peak_line
 
 from latent_pmrf.models.attention import (
     brute_force_neighborhood_attention,
@@ -53,8 +62,7 @@ from latent_pmrf.models.attention import (
 )
 
 IMPLS = {"brute_force": "brute force (dense, masked)", "torch": "PyTorch fallback (tiled)", "natten": "NATTEN na2d"}
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-TARGET_SPEEDUP = 5.0
+TARGET_SPEEDUP = 10.0
 TARGET_MAX_DIFF = 1e-5
 
 
@@ -62,6 +70,20 @@ def attention_fn(name: str):
     if name == "brute_force":
         return brute_force_neighborhood_attention
     return lambda q, k, v, kernel_size: neighborhood_attention(q, k, v, kernel_size, backend=name)
+
+
+def executed_flops(name: str, shape: tuple[int, ...], kernel_size: int) -> tuple[int, int]:
+    """(forward, forward+backward) FLOPs of one call, counted on the meta device (NATTEN: analytic)."""
+    if name == "natten":
+        batch, height, width, heads, head_dim = shape
+        forward = 4 * batch * height * width * heads * kernel_size**2 * head_dim
+        return forward, 3 * forward
+    attend = attention_fn(name)
+    q, k, v, cotangent = (torch.empty(shape, device="meta") for _ in range(4))
+    inputs = [t.requires_grad_() for t in (q, k, v)]
+    with torch.no_grad():
+        forward = count_flops(lambda: attend(q, k, v, kernel_size))
+    return forward, count_flops(lambda: torch.autograd.grad(attend(*inputs, kernel_size), inputs, cotangent))
 
 
 def interleaved_median_times(steps: dict, warmup: int, reps: int, sync) -> dict[str, float]:
@@ -99,6 +121,7 @@ def main() -> None:
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 
     names = ["brute_force", "torch"] + (["natten"] if cuda and natten_na2d(require_fused=True) else [])
+    peak_start = matmul_peak(args.device, DTYPES[args.dtype], reps=args.reps)
     gen = torch.Generator(device=args.device).manual_seed(0)
     shape = (args.batch_size, args.size, args.size, args.heads, args.head_dim)
     q, k, v, cotangent = (torch.randn(shape, generator=gen, device=args.device, dtype=DTYPES[args.dtype])
@@ -135,6 +158,12 @@ def main() -> None:
                 results[name][key] = (torch.cuda.max_memory_allocated() - base) / 2**20
         diffs = [(a.float() - b.float()).abs().max().item() for a, b in zip(fwd_bwd[name](), reference)]
         results[name].update(max_abs_diff_out=diffs[0], max_abs_diff_grad=max(diffs[1:]))
+    peak_end = matmul_peak(args.device, DTYPES[args.dtype], reps=args.reps)
+    peak = max(peak_start, peak_end)
+    for name in names:
+        results[name]["fwd_flops"], results[name]["fwd_bwd_flops"] = executed_flops(name, shape, args.kernel_size)
+        for key in ("fwd", "fwd_bwd"):
+            results[name][f"{key}_fraction_of_peak"] = results[name][f"{key}_flops"] / results[name][f"{key}_s"] / peak
     ratios = {name: {key: results["brute_force"][key] / r[key] for key in r if key.endswith(("_s", "_mib"))}
               for name, r in results.items()}
 
@@ -144,19 +173,24 @@ def main() -> None:
     table = Table(title=f"{args.device}, batch {args.batch_size}, {args.size}×{args.size} tokens, "
                         f"k={args.kernel_size}, {args.heads} heads, D={args.head_dim}, {args.dtype}, "
                         f"median of {args.reps}",
-                  caption="×: brute force / row (speed-up); diff: max |row - brute force| of out / of dq, dk, dv"
+                  caption="×: brute force / row (speed-up); diff: max |row - brute force| of out / of dq, dk, dv; "
+                          f"achieved: executed FLOPs / time (% of the {args.dtype} torch.mm peak)"
                           + ("; MiB: peak CUDA memory of one call, inputs excluded" if cuda else ""))
-    columns = ["implementation", "fwd ms", "fwd ×", "fwd+bwd ms", "fwd+bwd ×", "diff out", "diff grad"]
+    columns = ["implementation", "fwd ms", "fwd ×", "fwd achieved", "fwd+bwd ms", "fwd+bwd ×", "fwd+bwd achieved",
+               "diff out", "diff grad"]
     columns += ["fwd MiB", "fwd+bwd MiB"] if cuda else []
     for col in columns:
         table.add_column(col, justify="left" if col == "implementation" else "right")
     for name, r in results.items():
-        row = [IMPLS[name], f"{r['fwd_s'] * 1e3:.1f}", f"{ratios[name]['fwd_s']:.2f}", f"{r['fwd_bwd_s'] * 1e3:.1f}",
-               f"{ratios[name]['fwd_bwd_s']:.2f}", f"{r['max_abs_diff_out']:.1e}", f"{r['max_abs_diff_grad']:.1e}"]
+        row = [IMPLS[name], f"{r['fwd_s'] * 1e3:.1f}", f"{ratios[name]['fwd_s']:.2f}",
+               achieved_cell(r["fwd_flops"], r["fwd_s"], peak), f"{r['fwd_bwd_s'] * 1e3:.1f}",
+               f"{ratios[name]['fwd_bwd_s']:.2f}", achieved_cell(r["fwd_bwd_flops"], r["fwd_bwd_s"], peak),
+               f"{r['max_abs_diff_out']:.1e}", f"{r['max_abs_diff_grad']:.1e}"]
         row += [f"{r['fwd_peak_mib']:.0f}", f"{r['fwd_bwd_peak_mib']:.0f}"] if cuda else []
         table.add_row(*row)
-    console = Console(width=max(Console().width, 110))
+    console = Console(width=max(Console().width, 150))
     console.print(table)
+    console.print(peak_line(peak_start, peak_end, args.device, args.dtype))
     fallback = results["torch"]
     met = {"fwd speed-up": ratios["torch"]["fwd_s"] >= TARGET_SPEEDUP,
            "fwd+bwd speed-up": ratios["torch"]["fwd_bwd_s"] >= TARGET_SPEEDUP}
@@ -168,6 +202,7 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"settings": vars(args), "results": results, "ratios_brute_force_over_row": ratios,
+                       "matmul_peak_flops_per_s": {"start": peak_start, "end": peak_end, "used": peak},
                        "targets_met": met}, f, indent=2)
 
 

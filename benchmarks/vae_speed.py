@@ -20,6 +20,9 @@ FLOPs are counted too (on the meta device): Sim-VAE saves only ~10% of the forwa
 FLOPs (2426 vs 2687 GFLOP at 256², batch 1), so where convolutions dominate, as on CPU, the time
 ratio stays near that; the rest of the paper's speed-up comes from the memory-bound ops it
 removes (half of the norms, the mid attention), which weigh far more on a GPU.
+Roofline: each row's achieved FLOP/s (those FLOPs / its time) and its fraction of the ``torch.mm``
+peak of the ``--dtype`` (fp32, or bf16 for autocast), measured in this process before and after
+the subprocesses (the larger is used; ``roofline.py``).
 Measured on the 2-core CPU machine (fp32, batch 1, 256², median of 3): fwd 1.07x,
 fwd+bwd 1.15x, peak memory 1.45x (fwd) / 1.49x (fwd+bwd) lower.
 
@@ -40,6 +43,7 @@ import sys
 import time
 
 import torch
+from roofline import DTYPES, achieved_cell, count_flops, matmul_peak, peak_line
 
 MODELS = {"sim_vae": "Sim-VAE c32", "autoencoder_kl": "AutoencoderKL f8c32"}
 TARGET_SPEEDUP = 1.25
@@ -72,16 +76,12 @@ def vae_loss(name: str, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor
 def count_gflops(name: str, batch_size: int, size: int) -> tuple[float, float]:
     """(forward, forward+backward) GFLOPs on the meta device (no compute): the bound a
     compute-bound device can reach, since both models spend almost all their time in convs."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     with torch.device("meta"):
         model = build(name)
         x = torch.rand(batch_size, 3, size, size)
-    with FlopCounterMode(display=False) as fwd, torch.no_grad():
-        vae_loss(name, model, x)
-    with FlopCounterMode(display=False) as fwd_bwd:
-        vae_loss(name, model, x).backward()
-    return fwd.get_total_flops() / 1e9, fwd_bwd.get_total_flops() / 1e9
+    with torch.no_grad():
+        fwd = count_flops(lambda: vae_loss(name, model, x))
+    return fwd / 1e9, count_flops(lambda: vae_loss(name, model, x).backward()) / 1e9
 
 
 def median_time(step, warmup: int, reps: int, sync) -> float:
@@ -98,7 +98,9 @@ def median_time(step, warmup: int, reps: int, sync) -> float:
 
 
 def worker(args: argparse.Namespace) -> dict:
-    """Measure one model in this process; peak memory in MiB (see the module docstring)."""
+    """Measure one model in this process; peak memory in MiB (see the module docstring). A process
+    starts with its parent's peak RSS (Linux keeps ``ru_maxrss`` across fork and exec), so the
+    parent builds nothing before its workers have run."""
     # Both libraries are imported before the baseline RSS is read.
     import diffusers  # noqa: F401
 
@@ -162,12 +164,18 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args)))
         return
+    peak_start = matmul_peak(args.device, DTYPES[args.dtype], reps=args.reps)
     results = {}
     for name in MODELS:
         cmd = [sys.executable, __file__, *sys.argv[1:], "--worker", name]
         out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
         results[name] = json.loads(out.splitlines()[-1])
-        results[name]["fwd_gflop"], results[name]["fwd_bwd_gflop"] = count_gflops(name, args.batch_size, args.size)
+    peak_end = matmul_peak(args.device, DTYPES[args.dtype], reps=args.reps)
+    peak = max(peak_start, peak_end)
+    for name, r in results.items():  # after the workers: see the worker's docstring
+        r["fwd_gflop"], r["fwd_bwd_gflop"] = count_gflops(name, args.batch_size, args.size)
+        for key in ("fwd", "fwd_bwd"):
+            r[f"{key}_fraction_of_peak"] = r[f"{key}_gflop"] * 1e9 / r[f"{key}_s"] / peak
     sim, peer = results["sim_vae"], results["autoencoder_kl"]
     ratios = {key: peer[key] / sim[key] for key in ("fwd_s", "fwd_bwd_s", "fwd_peak_mib", "fwd_bwd_peak_mib",
                                                     "fwd_gflop", "fwd_bwd_gflop")}
@@ -178,17 +186,21 @@ def main() -> None:
     mem = "peak CUDA allocated memory" if cuda else "peak RSS minus RSS after imports"
     layout = "channels_last" if args.channels_last else "contiguous"
     table = Table(title=f"{args.device}, batch {args.batch_size}, {args.size}², {args.dtype}, {layout}, "
-                        f"median of {args.reps}", caption=f"memory: {mem}; ratio: AutoencoderKL / Sim-VAE")
+                        f"median of {args.reps}",
+                  caption=f"memory: {mem}; ratio: AutoencoderKL / Sim-VAE; achieved: GFLOP / time "
+                          f"(% of the {args.dtype} torch.mm peak)")
     for col in ("model", "params (M)", "fwd s/it", "fwd+bwd s/it", "fwd MiB", "fwd+bwd MiB", "fwd GFLOP",
-                "fwd+bwd GFLOP"):
+                "fwd+bwd GFLOP", "fwd achieved", "fwd+bwd achieved"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for name, r in results.items():
         table.add_row(MODELS[name], f"{r['params_m']:.1f}", f"{r['fwd_s']:.3f}", f"{r['fwd_bwd_s']:.3f}",
                       f"{r['fwd_peak_mib']:.0f}", f"{r['fwd_bwd_peak_mib']:.0f}", f"{r['fwd_gflop']:.0f}",
-                      f"{r['fwd_bwd_gflop']:.0f}")
-    table.add_row("ratio", "", *(f"{ratios[k]:.2f}x" for k in ratios), style="bold")
-    console = Console()
+                      f"{r['fwd_bwd_gflop']:.0f}", achieved_cell(r["fwd_gflop"] * 1e9, r["fwd_s"], peak),
+                      achieved_cell(r["fwd_bwd_gflop"] * 1e9, r["fwd_bwd_s"], peak))
+    table.add_row("ratio", "", *(f"{ratios[k]:.2f}x" for k in ratios), "", "", style="bold")
+    console = Console(width=max(Console().width, 180))
     console.print(table)
+    console.print(peak_line(peak_start, peak_end, args.device, args.dtype))
     met = ratios["fwd_bwd_s"] >= TARGET_SPEEDUP
     console.print(f"Sim-VAE fwd+bwd speedup {ratios['fwd_bwd_s']:.2f}x (target >= {TARGET_SPEEDUP}x): "
                   + ("[green]met[/green]" if met else "[red]NOT met[/red]")
@@ -196,7 +208,9 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"settings": {k: v for k, v in vars(args).items() if k not in ("json", "worker")},
-                       "results": results, "ratios_peer_over_sim_vae": ratios, "target_met": met}, f, indent=2)
+                       "results": results, "ratios_peer_over_sim_vae": ratios,
+                       "matmul_peak_flops_per_s": {"start": peak_start, "end": peak_end, "used": peak},
+                       "target_met": met}, f, indent=2)
 
 
 if __name__ == "__main__":
