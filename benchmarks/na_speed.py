@@ -38,6 +38,10 @@ region: more often by the fallback's many short ones (fused SDPA backward, index
 than by the brute force's few long ones. Without the load PASSIVE changes little (12.7-14.6x /
 12.5x). Other settings, one or two runs each: k=13 4.8-5.0x / 5.5-6.8x; batch 4 5.3-5.5x /
 9.1-9.7x (the halo gather is memory-bound); bf16 13.9x / 18.9x.
+Again on 2026-12-02, idle, defaults: brute force 141.2 ms fwd / 414.6 ms fwd+bwd (122 / 124
+GFLOP/s executed), fallback 13.3 / 35.6 ms: 10.6x / 11.6x (target >= 10x: met), max |diff| 6e-7 /
+1.2e-6; the fallback executes far fewer FLOPs at 62-69 GFLOP/s (34-38 % of the torch.mm peak):
+its many small tiles, not arithmetic, bound it.
 
 Run from the repository root::
 
