@@ -107,19 +107,27 @@ class StageClock:
         return "\n".join(["stage times", *lines, f"{'total':<{width}}  {total:7.1f} s"])
 
 
-def plot_logged(run_dir: Path, key: str, out_png: Path, ylabel: str, title: str) -> list[tuple[int, float]]:
-    """``key`` of a run's CSV log against step (log scale); returns the (step, value) pairs."""
+def plot_logged(run_dir: Path, key: str, out_png: Path, ylabel: str, title: str,
+                reference: str | None = None) -> list[tuple[int, float]]:
+    """``key`` of a run's CSV log against step (log scale), with the logged ``reference`` (e.g. the
+    loss of a zero velocity) dashed; returns the (step, value) pairs of ``key``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [row for row in read_logged_metrics(run_dir) if row.get(key)]
+    logged = read_logged_metrics(run_dir)
+    rows = [row for row in logged if row.get(key)]
     if not rows:
         raise ValueError(f"{run_dir}/csv has no {key} values to plot")
     points = [(int(r["step"]), float(r[key])) for r in rows]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(*zip(*points), marker="o" if len(points) < 20 else None)
+    ax.plot(*zip(*points), marker="o" if len(points) < 20 else None, label=key)
+    reference_rows = [row for row in logged if row.get(reference)] if reference else []
+    if reference_rows:
+        ax.plot([int(r["step"]) for r in reference_rows], [float(r[reference]) for r in reference_rows], "--",
+                color="gray", label=reference)
+        ax.legend()
     ax.set(xlabel="step", ylabel=ylabel, yscale="log", title=title)
     fig.tight_layout()
     fig.savefig(out_png, dpi=120)
@@ -203,7 +211,8 @@ def run_quickstart(out: str | Path, max_steps: int = 600, restoration_steps: int
         report = evaluate_quickstart(out, held_out_photo(), flow_run, flow_cfg.data.degradation, console)
         # The flow's training objective (Eq. 3) on the held-out crops: the curve that shows it learning.
         curve = plot_logged(flow_run, "val/flow_loss", out / "convergence.png", "flow-matching loss, held out",
-                            "Latent-PMRF quickstart: Eq. 3 on the validation crops")
+                            "Latent-PMRF quickstart: Eq. 3 on the validation crops",
+                            reference="val/flow_loss_zero_velocity")
         report["convergence"] = {"metric": "val/flow_loss", "points": curve}
 
     metrics = {

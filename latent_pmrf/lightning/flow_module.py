@@ -101,13 +101,17 @@ class FlowModule(L.LightningModule):
         gens = [torch_generator(self.cfg.data.seed, int(i), device=self.device) for i in batch["index"]]
         restored, posterior_mean = self.pipeline.restore(batch["lq"], self.cfg.val_euler_steps, generator=gens)
         log_psnr_ssim(self, restored, batch["gt"])
-        log_image_mean(self, "flow_loss", self._held_out_flow_loss(batch))
+        flow_loss, zero_velocity = self._held_out_flow_loss(batch)
+        log_image_mean(self, "flow_loss", flow_loss)
+        log_image_mean(self, "flow_loss_zero_velocity", zero_velocity)  # the level a flow must get below
         if batch_idx == 0:
             k = min(4, restored.shape[0])
             self._val_rows = [batch["lq"][:k], posterior_mean[:k], restored[:k], batch["gt"][:k]]
 
-    def _held_out_flow_loss(self, batch: dict) -> torch.Tensor:
-        """Per image: mean over ``VAL_FLOW_T`` of ‖v(x_t, t) - (x1 - x0)‖² (Eq. 3), fixed noise."""
+    def _held_out_flow_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per image: mean over ``VAL_FLOW_T`` of ‖v(x_t, t) - (x1 - x0)‖² (Eq. 3), fixed noise; and
+        the same loss of v = 0 (‖x1 - x0‖²), the level of a net that has learned nothing yet (the
+        zero-initialised output layers start there)."""
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):  # training's RNG streams are left as they were
             torch.manual_seed(derive_seed(self.cfg.data.seed, int(batch["index"][0])))
@@ -119,7 +123,7 @@ class FlowModule(L.LightningModule):
             tt = torch.full((x0.shape[0],), t, device=x0.device)
             v = velocity(interpolate(x0, x1, tt), tt).float()
             losses.append((v - (x1 - x0).float()).square().flatten(1).mean(1))
-        return torch.stack(losses).mean(0)
+        return torch.stack(losses).mean(0), (x1 - x0).float().square().flatten(1).mean(1)
 
     def on_validation_epoch_end(self) -> None:
         if self._val_rows is not None:
