@@ -32,6 +32,10 @@ At the target's 256² (2026-12-02, idle, K=25, fp32, median of 2): latent 10.66 
 encode+source 1.20, flow 7.28, decode 1.83; peak RSS 1268 MiB; 162 GFLOP/s, 81 % of the torch.mm
 peak) vs pixel 25.78 s (f(y) 0.34, flow 25.44; 778 MiB; 136 GFLOP/s): latent / pixel = 0.41x
 (target <= 0.5x: met). The latent HDiT sees 16× fewer tokens than PMRF's 4×4-patch one at 256².
+A 2048² restoration (issue 15, `--spaces latent --size 2048 --steps 1 --reps 1`; VAE encode and
+decode tiled, 512² tiles with 192 px overlap, as `restore` runs it above 1 Mpx): peak RSS 4770 MiB
+above the imports; 558 s per image at K = 1 (f(y) 45 s, encode 186 s, one Euler step 25 s, decode
+302 s), so about 19 minutes at K = 25 on this CPU; memory does not grow with K.
 
     PYTHONPATH=. python benchmarks/restore_speed.py [--device cuda] [--size 512] [--steps 25] [--compile]
         [--json out.json]
@@ -42,7 +46,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -50,7 +53,7 @@ import time
 from contextlib import nullcontext
 
 import torch
-from roofline import DTYPES, achieved_cell, count_flops, matmul_peak, peak_line, sync_for
+from roofline import DTYPES, achieved_cell, count_flops, matmul_peak, peak_memory_meter, peak_line, sync_for
 from train_step import fill_zero_init
 
 from latent_pmrf.flow import LatentSpace, PixelSpace, sample_euler, source_sample
@@ -114,12 +117,7 @@ def worker(args: argparse.Namespace) -> dict:
     space, device = args.worker, torch.device(args.device)
     cuda = device.type == "cuda"
     sync = sync_for(device)
-    baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-    def peak_mib() -> float:
-        if cuda:
-            return torch.cuda.max_memory_allocated() / 2**20
-        return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline_kib) / 2**10
+    peak_mib = peak_memory_meter(device)
 
     torch.manual_seed(0)
     pm_net = SwinIR(SwinIRConfig.preset("swinir_difface512")).to(device).eval()

@@ -83,6 +83,19 @@ def count_flops(fn: Callable[[], object]) -> int:
     return counter.get_total_flops()
 
 
+def peak_memory_meter(device: str | torch.device) -> Callable[[], float]:
+    """A function giving this process's peak memory in MiB since now: on CUDA the allocator's
+    ``max_memory_allocated``, on CPU the peak RSS (``ru_maxrss``) minus the RSS at this call. A
+    process starts with its parent's peak RSS (Linux keeps ``ru_maxrss`` across fork and exec), so a
+    parent must build nothing big before the workers that call this have run."""
+    import resource
+
+    if torch.device(device).type == "cuda":
+        return lambda: torch.cuda.max_memory_allocated() / 2**20
+    baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return lambda: (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline_kib) / 2**10
+
+
 def format_rate(flops_per_s: float) -> str:
     """'85.3 GFLOP/s' or '61.2 TFLOP/s'."""
     return f"{flops_per_s / 1e12:.1f} TFLOP/s" if flops_per_s >= 1e12 else f"{flops_per_s / 1e9:.1f} GFLOP/s"

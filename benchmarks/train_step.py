@@ -66,7 +66,6 @@ import copy
 import dataclasses
 import itertools
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -75,7 +74,7 @@ from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
-from roofline import DTYPES, count_flops, format_rate, fraction, matmul_peak, peak_line, sync_for
+from roofline import DTYPES, count_flops, format_rate, fraction, matmul_peak, peak_memory_meter, peak_line, sync_for
 from torch import nn
 
 from latent_pmrf.flow import flow_matching_loss, stratified_uniform
@@ -196,12 +195,7 @@ def worker(args: argparse.Namespace) -> dict:
     task, device = args.worker, torch.device(args.device)
     cuda = device.type == "cuda"
     sync = sync_for(device)
-    baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-    def peak_mib() -> float:
-        if cuda:
-            return torch.cuda.max_memory_allocated() / 2**20
-        return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline_kib) / 2**10
+    peak_mib = peak_memory_meter(device)
 
     torch.manual_seed(0)
     model = fill_zero_init(build_model(task, args.size, args.worker_checkpointing)).to(device).train()

@@ -47,14 +47,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
 import time
 
 import torch
-from roofline import DTYPES, achieved_cell, count_flops, matmul_peak, peak_line
+from roofline import DTYPES, achieved_cell, count_flops, matmul_peak, peak_memory_meter, peak_line
 
 MODELS = {"sim_vae": "Sim-VAE c32", "autoencoder_kl": "AutoencoderKL f8c32"}
 TARGET_SPEEDUP = 1.25
@@ -119,12 +118,7 @@ def worker(args: argparse.Namespace) -> dict:
 
     cuda = args.device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-    def peak_mib() -> float:
-        if cuda:
-            return torch.cuda.max_memory_allocated() / 2**20
-        return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline_kib) / 2**10
+    peak_mib = peak_memory_meter(args.device)
 
     torch.manual_seed(0)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
