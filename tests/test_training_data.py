@@ -215,3 +215,12 @@ def test_vae_data_seed_sets_the_order_and_the_crops(tmp_path):
     assert not torch.equal(crop1, crop0)
     with pytest.raises(ConfigError, match=r"data\.seed must be >= 0"):
         load_task_config(VAE_CONFIG, tiny_vae_overrides(folder, tmp_path / "run", ["data.seed=-1"]))
+
+
+def test_sirr_data_config_takes_the_small_images_policy():
+    """The SIRR task's config has the same data.small_images switch (checked by name) and hands it on."""
+    from latent_pmrf.lightning.sirr_data import SIRRDataConfig
+
+    assert SIRRDataConfig().small_images == "skip" and SIRRDataConfig(small_images="upscale").small_images == "upscale"
+    with pytest.raises(ValueError, match="data.small_images"):
+        SIRRDataConfig(small_images="stretch")

@@ -17,6 +17,7 @@ from typing import Optional
 from torch.utils.data import Dataset
 
 from ..config import load_config
+from ..data.image_folder import check_small_images
 from ..data.reflection import ReflectionSynthesis, ReflectionSynthesisConfig, reflection_preset
 from ..data.sirr_datasets import (SIRR_TEST_SETS, SIRR_TRAIN_PAIR_SETS, VOC_TRAIN_DIR, MixedSourcesDataset,
                                   ReflectionPairDataset, SIRRAugmentConfig, SyntheticReflectionDataset)
@@ -71,6 +72,8 @@ class SIRRDataConfig:
     val_crop_size: Optional[int] = 256
     seed: int = 0  # item (epoch, index) draws from SeedSequence([seed, epoch, index])
     on_read_error: str = "skip"  # training sets; validation always raises
+    # a training image (pair) smaller than the crop: "skip" it (counted) or "upscale" it (ImageFiles)
+    small_images: str = "skip"
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.sources]
@@ -84,6 +87,7 @@ class SIRRDataConfig:
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"data.{name} must be >= 1 or null, got {getattr(self, name)}")
         check_on_read_error(self.on_read_error)
+        check_small_images(self.small_images)
 
     def path(self, relative: str) -> Path:
         return Path(self.root) / relative
@@ -105,10 +109,12 @@ def build_sirr_datasets(cfg: SIRRDataConfig) -> tuple[Dataset, Dataset | None]:
             sources.append(SyntheticReflectionDataset(
                 [(cfg.path(s.root), s.limit) for s in source.background],
                 [(cfg.path(s.root), s.limit) for s in source.reflection] or None, synthesis, cfg.augment,
-                seed=cfg.seed, train=True, on_read_error=cfg.on_read_error))
+                seed=cfg.seed, train=True, on_read_error=cfg.on_read_error,
+                small_images=cfg.small_images))
         else:
             sources.append(ReflectionPairDataset([(cfg.path(p), None, None) for p in source.pairs], cfg.augment,
-                                                 seed=cfg.seed, train=True, on_read_error=cfg.on_read_error))
+                                                 seed=cfg.seed, train=True, on_read_error=cfg.on_read_error,
+                                                 small_images=cfg.small_images))
     length = cfg.epoch_length or sum(len(s) for s in sources)
     train = MixedSourcesDataset(sources, [s.ratio for s in cfg.sources], length, seed=cfg.seed)
     if not cfg.val:
