@@ -9,10 +9,11 @@ NO_DEPS := $(shell sed -n '/^\[no-deps\]/,/^$$/p' setup.cfg | grep -E '^[A-Za-z0
 VENV ?= $(HOME)/.cache/latent-pmrf/venv-$(PIN_HASH)
 RUN := PYTHONPATH=$(CURDIR) HF_HUB_OFFLINE=1 $(VENV)/bin/python
 PYTEST_ARGS ?=
+QUICKSTART_ARGS ?=
 
 .PHONY: quickstart test venv print-venv browser
 quickstart: $(VENV)/.ready
-	$(RUN) -m latent_pmrf quickstart --out runs/quickstart
+	$(RUN) -m latent_pmrf quickstart --out runs/quickstart $(QUICKSTART_ARGS)
 
 test: $(VENV)/.ready browser
 	$(RUN) -m pytest -m "slow or not slow" $(PYTEST_ARGS)

@@ -146,3 +146,28 @@ def test_ema_averages_only_the_autoencoder(faces_dir, tmp_path):
     assert all(k.startswith("vae.") for k in ckpt["current_model_state"])
     assert any(k.startswith("perceptual.") for k in ckpt["state_dict"])
     assert int(ckpt["ema_state"]["n_averaged"]) == 2
+
+
+def test_quickstart_rerun_with_other_settings_names_the_way_out_and_fresh_clears_only_its_outputs(tmp_path,
+                                                                                                  monkeypatch):
+    """A re-run after the quickstart's settings changed (e.g. a git pull) is refused with --fresh / --out
+    named; --fresh removes the quickstart's own outputs and nothing else in the folder."""
+    from latent_pmrf.cli import quickstart
+    from latent_pmrf.lightning.checkpoints import ConfigDriftError
+
+    def drifted(out, max_steps, restoration_steps):
+        raise ConfigDriftError(f"{out}/posterior_mean/checkpoints/last.ckpt was trained with another config (loss: 'l1' -> 'mse')")
+
+    monkeypatch.setattr(quickstart, "_run", drifted)
+    with pytest.raises(ConfigDriftError, match=r"quickstart --fresh.*--out NEW_DIR") as err:
+        quickstart.run_quickstart(tmp_path)
+    assert "loss: 'l1' -> 'mse'" in str(err.value) and "\n" not in str(err.value)
+
+    for name in ("vae", "posterior_mean", "eval"):
+        (tmp_path / name / "checkpoints").mkdir(parents=True)
+    (tmp_path / "metrics.json").write_text("{}")
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "my_runs").mkdir()
+    monkeypatch.setattr(quickstart, "_run", lambda out, max_steps, restoration_steps: {"ran": True})
+    assert quickstart.run_quickstart(tmp_path, fresh=True) == {"ran": True}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my_runs", "notes.txt"]

@@ -45,7 +45,7 @@ def _vae_equivariance(args: argparse.Namespace) -> None:
 def _quickstart(args: argparse.Namespace) -> None:
     from .quickstart import run_quickstart
 
-    run_quickstart(args.out, max_steps=args.steps, restoration_steps=args.restoration_steps)
+    run_quickstart(args.out, max_steps=args.steps, restoration_steps=args.restoration_steps, fresh=args.fresh)
 
 
 def _degrade_preview(args: argparse.Namespace) -> None:
@@ -277,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restoration-steps", type=int, default=300,
                    help="training steps of the posterior-mean model and of the flow each")
     p.add_argument("--steps", type=int, default=600, help="Sim-VAE training steps")
+    p.add_argument("--fresh", action="store_true",
+                   help="remove the quickstart's earlier outputs in --out first (else a re-run continues them, and "
+                        "one made with other settings is refused)")
     p.set_defaults(func=_quickstart)
 
     p = sub.add_parser("degrade-preview", help="a grid of synthetic LQ samples of one HQ image, with their parameters")

@@ -34,6 +34,7 @@ from ..data.image_io import read_image, to_uint8
 from ..lightning.export import export_vae
 from ..analysis.run_logs import last_checkpoint, read_logged_metrics
 from ..flow.latent_stats import estimate_latent_stats
+from ..lightning.checkpoints import ConfigDriftError
 from ..lightning.tasks import load_task_config, train
 from ..metrics.distortion import psnr
 from ..models.sim_vae import SimVAE
@@ -159,8 +160,39 @@ def _restore_held_out(out: Path, flow_run: Path, degradation, steps: int = 25) -
             "euler_steps": steps}
 
 
-def run_quickstart(out: str | Path, max_steps: int = 600, restoration_steps: int = 300) -> dict:
+# What a quickstart run writes into --out: all of it is removed by --fresh, nothing else is.
+OUTPUTS = ("data", "vae", "vae_export", "posterior_mean", "latent_pmrf", "eval", "reconstruction.png",
+           "restoration.png", "loss_curve.png", "convergence.png", "pd.png", "metrics.json")
+
+
+def clear_outputs(out: Path) -> list[Path]:
+    """--fresh: delete the quickstart's own outputs in ``out`` (``OUTPUTS``); returns what was removed."""
+    import shutil
+
+    removed = [out / name for name in OUTPUTS if (out / name).exists()]
+    for path in removed:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return removed
+
+
+def run_quickstart(out: str | Path, max_steps: int = 600, restoration_steps: int = 300, fresh: bool = False) -> dict:
+    """Re-running into the same ``out`` continues its runs (a finished stage is not trained again);
+    one made with other settings (e.g. before a ``git pull``) stops the run, naming it, unless
+    ``fresh`` removes the earlier outputs first."""
     out = Path(out)
+    if fresh:
+        removed = clear_outputs(out)
+        if removed:
+            console.print(f"--fresh: removed {len(removed)} earlier output(s) from {out}")
+    try:
+        return _run(out, max_steps, restoration_steps)
+    except ConfigDriftError as err:
+        raise ConfigDriftError(f"{out} holds a quickstart run made with other settings: {err}. Start over with "
+                               f"`latent-pmrf quickstart --fresh` (make quickstart QUICKSTART_ARGS=--fresh), or keep it "
+                               f"and pass --out NEW_DIR") from err
+
+
+def _run(out: Path, max_steps: int, restoration_steps: int) -> dict:
     start = time.time()
     clock = StageClock()
     with clock("photos"):

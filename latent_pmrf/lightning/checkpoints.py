@@ -96,6 +96,10 @@ def resume_checkpoint(output_dir: Path) -> Path | None:
                        "over in it")
 
 
+class ConfigDriftError(ValueError):
+    """A re-run's config differs from its checkpoint's beyond ``RESUMABLE``; the message lists the keys."""
+
+
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(tree, dict):
         out = {}

@@ -13,7 +13,7 @@ from ..analysis.run_logs import last_checkpoint
 from ..atomic import write_text_atomic
 from ..config import ConfigError, from_dict, to_dict, to_yaml
 from ..seeding import derive_seed
-from .checkpoints import AtomicCheckpointIO, checkpoint_config, config_changes, resume_checkpoint
+from .checkpoints import AtomicCheckpointIO, ConfigDriftError, checkpoint_config, config_changes, resume_checkpoint
 from .ema import EMA
 from .guards import NonFiniteGuard
 from .resume_state import RNGState
@@ -83,8 +83,9 @@ def fit(task, cfg, **extras) -> Path:
         changed = config_changes(with_defaults(type(cfg), stored), to_dict(cfg)) if stored is not None else {}
         if changed:
             diff = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in ((k, *v) for k, v in changed.items()))
-            raise ValueError(f"{resume_from} was trained with another config ({diff}); resume with the same values "
-                             f"(only how long and where it runs may change), or train into a new trainer.output_dir")
+            raise ConfigDriftError(f"{resume_from} was trained with another config ({diff}); resume with the same "
+                                   f"values (only how long and where it runs may change), or train into a new "
+                                   f"trainer.output_dir")
     L.seed_everything(t.seed, workers=True, verbose=False)
     module, datamodule, callbacks = task.build(cfg, **extras)
     if rank_zero_only.rank == 0:  # from RANK / LOCAL_RANK / SLURM_PROCID: the Trainer does not exist yet
