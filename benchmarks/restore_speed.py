@@ -53,7 +53,8 @@ import time
 from contextlib import nullcontext
 
 import torch
-from roofline import DTYPES, achieved_cell, count_flops, matmul_peak, peak_memory_meter, peak_line, sync_for
+from roofline import (DTYPES, achieved_cell, count_flops, matmul_peak, peak_line, peak_memory_meter, relative_diff,
+                      sync_for)
 from train_step import fill_zero_init
 
 from latent_pmrf.flow import LatentSpace, PixelSpace, sample_euler, source_sample
@@ -111,9 +112,8 @@ def restore_flops(space: str, size: int, steps: int) -> int:
 
 
 def worker(args: argparse.Namespace) -> dict:
-    """Time one space (and, with --compile, its compiled nets) in this process; memory in MiB. A
-    process starts with its parent's peak RSS (Linux keeps ``ru_maxrss`` across fork and exec), so
-    the parent builds nothing before its workers have run."""
+    """Time one space (and, with --compile, its compiled nets) in this process; memory in MiB.
+    The parent builds nothing before its workers have run (``roofline.peak_memory_meter``)."""
     space, device = args.worker, torch.device(args.device)
     cuda = device.type == "cuda"
     sync = sync_for(device)
@@ -145,8 +145,7 @@ def worker(args: argparse.Namespace) -> dict:
             torch.cuda.reset_peak_memory_stats()
         compiled_out, result["compiled"] = median_stages()
         result["compiled_peak_mib"] = peak_mib() if cuda else None
-        result["compiled_rel_diff"] = ((compiled_out.float() - eager_out.float()).abs().max()
-                                       / eager_out.float().abs().max()).item()
+        result["compiled_rel_diff"] = relative_diff(compiled_out, eager_out)
     return result
 
 

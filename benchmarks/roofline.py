@@ -12,6 +12,8 @@ matmul peak, measured in the same run (project issue 16), so a time reads agains
   #183405) counts a grouped convolution's weight gradient as a dense one's, ``groups`` times too
   many (a depthwise 3×3 conv at width 1024: ×1024, which made HDiT's step look 10× bigger).
 * ``fraction``: "achieved / peak" as a percentage.
+* ``median_time``, ``relative_diff``, ``peak_memory_meter``, ``sync_for``: the timing, compiled-vs-
+  eager comparison and memory reading every benchmark shares.
 
 Run from the repository root; prints the peak for fp32 (and bf16 on CUDA)::
 
@@ -45,16 +47,26 @@ def matmul_peak(device: str | torch.device = "cpu", dtype: torch.dtype = torch.f
     gen = torch.Generator(device=device).manual_seed(0)
     a, b = (torch.randn(n, n, generator=gen, device=device).to(dtype) for _ in range(2))
     out = torch.empty(n, n, device=device, dtype=dtype)
+    return 2 * n**3 / median_time(lambda: torch.mm(a, b, out=out), warmup, max(reps, 1), sync)
+
+
+def median_time(step: Callable[[], object], warmup: int, reps: int, sync: Callable[[], None]) -> float:
+    """Median seconds of ``step`` over ``reps`` calls after ``warmup`` ones, each timed to ``sync``."""
     for _ in range(warmup):
-        torch.mm(a, b, out=out)
+        step()
     sync()
     times = []
-    for _ in range(max(reps, 1)):
+    for _ in range(reps):
         start = time.perf_counter()
-        torch.mm(a, b, out=out)
+        step()
         sync()
         times.append(time.perf_counter() - start)
-    return 2 * n**3 / statistics.median(times)
+    return statistics.median(times)
+
+
+def relative_diff(got: torch.Tensor, expected: torch.Tensor) -> float:
+    """max |got - expected| / max |expected|: how a compiled run's output is compared with eager."""
+    return ((got.float() - expected.float()).abs().max() / expected.float().abs().max()).item()
 
 
 def conv_backward_flop(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,

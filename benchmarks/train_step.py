@@ -66,15 +66,14 @@ import copy
 import dataclasses
 import itertools
 import json
-import statistics
 import subprocess
 import sys
-import time
 from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
-from roofline import DTYPES, count_flops, format_rate, fraction, matmul_peak, peak_memory_meter, peak_line, sync_for
+from roofline import (DTYPES, count_flops, format_rate, fraction, matmul_peak, median_time, peak_line,
+                      peak_memory_meter, relative_diff, sync_for)
 from torch import nn
 
 from latent_pmrf.flow import flow_matching_loss, stratified_uniform
@@ -171,27 +170,9 @@ def step_flops(task: str, batch_size: int, size: int, checkpointing: bool) -> in
 
 
 # ---------------------------------------------------------------------------------------- timing
-def median_time(step, warmup: int, reps: int, sync) -> float:
-    for _ in range(warmup):
-        step()
-    sync()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def relative_diff(got: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((got.float() - expected.float()).abs().max() / expected.float().abs().max()).item()
-
-
 def worker(args: argparse.Namespace) -> dict:
-    """Time one task (and its compiled copy) in this process; memory in MiB (module docstring). A
-    process starts with its parent's peak RSS (Linux keeps ``ru_maxrss`` across fork and exec), so
-    the parent builds nothing before its workers have run."""
+    """Time one task (and its compiled copy) in this process; memory in MiB (module docstring).
+    The parent builds nothing before its workers have run (``roofline.peak_memory_meter``)."""
     task, device = args.worker, torch.device(args.device)
     cuda = device.type == "cuda"
     sync = sync_for(device)

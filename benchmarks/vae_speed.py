@@ -47,13 +47,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
-from roofline import DTYPES, achieved_cell, count_flops, matmul_peak, peak_memory_meter, peak_line
+from roofline import (DTYPES, achieved_cell, count_flops, matmul_peak, median_time, peak_line, peak_memory_meter,
+                      sync_for)
 
 MODELS = {"sim_vae": "Sim-VAE c32", "autoencoder_kl": "AutoencoderKL f8c32"}
 TARGET_SPEEDUP = 1.25
@@ -94,30 +93,16 @@ def count_gflops(name: str, batch_size: int, size: int) -> tuple[float, float]:
     return fwd / 1e9, count_flops(lambda: vae_loss(name, model, x).backward()) / 1e9
 
 
-def median_time(step, warmup: int, reps: int, sync) -> float:
-    for _ in range(warmup):
-        step()
-    sync()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def worker(args: argparse.Namespace) -> dict:
-    """Measure one model in this process; peak memory in MiB (see the module docstring). A process
-    starts with its parent's peak RSS (Linux keeps ``ru_maxrss`` across fork and exec), so the
-    parent builds nothing before its workers have run."""
+    """Measure one model in this process; peak memory in MiB (see the module docstring).
+    The parent builds nothing before its workers have run (``roofline.peak_memory_meter``)."""
     # Both libraries are imported before the baseline RSS is read.
     import diffusers  # noqa: F401
 
     import latent_pmrf.models.sim_vae  # noqa: F401
 
     cuda = args.device.startswith("cuda")
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    sync = sync_for(args.device)
     peak_mib = peak_memory_meter(args.device)
 
     torch.manual_seed(0)
