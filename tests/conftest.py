@@ -70,6 +70,24 @@ def reference_dir() -> Path:
     return path
 
 
+# A SwinIR f(y) of a few thousand parameters (4x unshuffle, window 4): the tests' posterior mean.
+TINY_SWINIR_CFG = dict(embed_dim=12, depths=[1], num_heads=[2], window_size=4, scale=4, img_size=16,
+                       upsample_channels=8)
+
+
+def save_tiny_frozen_nets(folder: Path) -> tuple[Path, Path]:
+    """The flow's frozen nets, tiny and seeded (0): an f8 Sim-VAE snapshot ``folder/vae`` and a
+    ``TINY_SWINIR_CFG`` SwinIR saved as DifFace releases its file, ``folder/pm.pth``."""
+    from latent_pmrf.models.sim_vae import SimVAE, SimVAEConfig
+    from latent_pmrf.models.swinir import SwinIR, SwinIRConfig
+
+    torch.manual_seed(0)
+    SimVAE(SimVAEConfig(block_out_channels=[8, 8, 8, 8], layers_per_block=1, layers_mid_block=1,
+                        latent_channels=4)).save_pretrained(folder / "vae")
+    torch.save({"state_dict": SwinIR(SwinIRConfig(**TINY_SWINIR_CFG)).state_dict()}, folder / "pm.pth")
+    return folder / "vae", folder / "pm.pth"
+
+
 def tiny_vae_overrides() -> dict:
     """Shrinks any Sim-VAE preset to a few thousand parameters (widths divisible by 32 for GroupNorm)."""
     return dict(block_out_channels=[32, 64], layers_per_block=1, layers_mid_block=2, latent_channels=4)

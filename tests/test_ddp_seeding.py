@@ -19,14 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_SWINIR_CFG, save_tiny_frozen_nets
 
-from latent_pmrf.models.sim_vae import SimVAE, SimVAEConfig
-from latent_pmrf.models.swinir import SwinIR, SwinIRConfig
 from latent_pmrf.seeding import derive_seed
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_SWINIR_CFG = dict(embed_dim=12, depths=[1], num_heads=[2], window_size=4, scale=4, img_size=16,
-                       upsample_channels=8)
 
 RECORDING_SCRIPT = textwrap.dedent('''
     import json, sys
@@ -94,11 +91,7 @@ def test_derive_seed_separates_ranks_and_seeds():
 
 @pytest.mark.slow
 def test_ddp_ranks_draw_independent_noise_and_disjoint_data(tmp_path):
-    torch.manual_seed(0)
-    vae = SimVAE(SimVAEConfig(block_out_channels=[8, 8, 8, 8], layers_per_block=1, layers_mid_block=1,
-                              latent_channels=4))
-    vae.save_pretrained(tmp_path / "vae")
-    torch.save({"state_dict": SwinIR(SwinIRConfig(**TINY_SWINIR_CFG)).state_dict()}, tmp_path / "pm.pth")
+    save_tiny_frozen_nets(tmp_path)
     images = _photos(tmp_path / "hq")
     script = tmp_path / "record.py"
     script.write_text(RECORDING_SCRIPT)

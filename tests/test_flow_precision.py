@@ -4,25 +4,20 @@ flow's source Z0 and target X1 must not be bf16-quantised."""
 from pathlib import Path
 
 import torch
+from conftest import TINY_SWINIR_CFG, save_tiny_frozen_nets
 
 from latent_pmrf.config import load_config
 from latent_pmrf.flow import RestorationPipeline
 from latent_pmrf.lightning.flow_module import build_pipeline
 from latent_pmrf.lightning.restoration_config import FlowTrainConfig
+from latent_pmrf.models.swinir import SwinIRConfig
 from latent_pmrf.models.velocity import velocity_preset
-from latent_pmrf.models.sim_vae import SimVAE, SimVAEConfig
-from latent_pmrf.models.swinir import SwinIR, SwinIRConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_SWINIR_CFG = dict(embed_dim=12, depths=[1], num_heads=[2], window_size=4, scale=4, img_size=16,
-                       upsample_channels=8)
 
 
 def _tiny_flow(tmp_path) -> RestorationPipeline:
-    torch.manual_seed(0)
-    SimVAE(SimVAEConfig(block_out_channels=[8, 8, 8, 8], layers_per_block=1, layers_mid_block=1,
-                        latent_channels=4)).save_pretrained(tmp_path / "vae")
-    torch.save({"state_dict": SwinIR(SwinIRConfig(**TINY_SWINIR_CFG)).state_dict()}, tmp_path / "pm.pth")
+    save_tiny_frozen_nets(tmp_path)
     cfg = load_config(FlowTrainConfig, ROOT / "configs/latent_pmrf/ffhq512_c32.yaml", [
         f"vae={tmp_path / 'vae'}", f"posterior_mean.checkpoint={tmp_path / 'pm.pth'}",
         *(f"posterior_mean.model.{k}={v}" for k, v in TINY_SWINIR_CFG.items()),

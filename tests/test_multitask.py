@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from conftest import TINY_SWINIR_CFG, save_tiny_frozen_nets
 
 from latent_pmrf.analysis.run_logs import last_checkpoint
 from latent_pmrf.cli.main import main
@@ -14,11 +15,9 @@ from latent_pmrf.data.reflection import alpha_mix
 from latent_pmrf.data.task_mix import TaskMixDataset
 from latent_pmrf.flow import RestorationPipeline
 from latent_pmrf.lightning.tasks import load_task_config, train
-from latent_pmrf.models.sim_vae import SimVAE, SimVAEConfig
 from latent_pmrf.models.swinir import SwinIR, SwinIRConfig
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_SWINIR = dict(embed_dim=12, depths=[1], num_heads=[2], window_size=4, scale=4, img_size=16, upsample_channels=8)
 
 
 class Numbers(torch.utils.data.Dataset):
@@ -45,17 +44,14 @@ def test_task_mix_draws_by_ratio_and_tags_items():
 
 @pytest.fixture
 def multitask_run(tmp_path, faces_dir):
-    torch.manual_seed(0)
-    SimVAE(SimVAEConfig(block_out_channels=[8, 8, 8, 8], layers_per_block=1, layers_mid_block=1,
-                        latent_channels=4)).save_pretrained(tmp_path / "vae")
-    torch.save({"state_dict": SwinIR(SwinIRConfig(**TINY_SWINIR)).state_dict()}, tmp_path / "pm.pth")
+    save_tiny_frozen_nets(tmp_path)
     sirr_root = tmp_path / "sirr"
     (sirr_root / "backgrounds").mkdir(parents=True)
     for i, path in enumerate(sorted((faces_dir / "hq").glob("*.png"))[:6]):
         Image.open(path).convert("RGB").resize((96, 96)).save(sirr_root / "backgrounds" / f"{i}.png")
     overrides = [
         f"vae={tmp_path / 'vae'}", f"posterior_mean.checkpoint={tmp_path / 'pm.pth'}",
-        *(f"posterior_mean.model.{k}={v}" for k, v in TINY_SWINIR.items()),
+        *(f"posterior_mean.model.{k}={v}" for k, v in TINY_SWINIR_CFG.items()),
         "model.preset=hdit_latent_pmrf",
         "model.levels=[{depth: 1, width: 32, d_head: 16, kernel_size: 3, attention: neighborhood},"
         "{depth: 1, width: 64, d_head: 16, attention: global}]", "model.mapping_width=32",
@@ -122,7 +118,7 @@ def test_single_task_checkpoint_rejects_another_task(tmp_path):
 
     velocity = HDiT(HDiTConfig(patch_size=2, mapping_width=32, levels=[
         dict(depth=1, width=32, d_head=16, kernel_size=3), dict(depth=1, width=64, d_head=16, attention="global")]))
-    pipeline = RestorationPipeline(SwinIR(SwinIRConfig(**TINY_SWINIR)), velocity, None, source_noise_std=0.2)
+    pipeline = RestorationPipeline(SwinIR(SwinIRConfig(**TINY_SWINIR_CFG)), velocity, None, source_noise_std=0.2)
     pipeline.save_pretrained(tmp_path / "p")
     again = RestorationPipeline.from_pretrained(tmp_path / "p")
     assert again.tasks == ["bfr"] and not again.multi_task

@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, randomize
+from conftest import REPO, TINY_SWINIR_CFG, randomize
 from latent_pmrf.cli.main import main
 from latent_pmrf.flow import LatentSpace
 from latent_pmrf.models.autoencoder import Autoencoder, load_autoencoder
 from latent_pmrf.models.sim_vae import SimVAE, SimVAEConfig
-from test_restoration_training import TINY_HDIT, TINY_SWINIR, TINY_SWINIR_CFG, data_overrides
+from test_restoration_training import TINY_HDIT, TINY_SWINIR, data_overrides
 
 diffusers = pytest.importorskip("diffusers", reason="diffusers is the 'baselines' extra")
 

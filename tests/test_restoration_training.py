@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_SWINIR_CFG
 
 from latent_pmrf.cli.main import main
 from latent_pmrf.analysis.run_logs import last_checkpoint
@@ -13,8 +14,6 @@ from latent_pmrf.models.sim_vae import SimVAE, SimVAEConfig
 from latent_pmrf.models.swinir import SwinIR, SwinIRConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_SWINIR_CFG = dict(embed_dim=12, depths=[1], num_heads=[2], window_size=4, scale=4, img_size=16,
-                       upsample_channels=8)
 TINY_SWINIR = [f"{k}={v}" for k, v in TINY_SWINIR_CFG.items()]
 TINY_HDIT = ("model.levels=[{depth: 1, width: 32, d_head: 16, kernel_size: 3, attention: neighborhood},"
              "{depth: 1, width: 64, d_head: 16, attention: global}]")

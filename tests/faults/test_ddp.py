@@ -195,16 +195,11 @@ def _audit_writes(records: Path, output_dir: Path) -> None:
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     """8 photos of 64², a tiny Sim-VAE and a tiny SwinIR f(y) saved as DifFace releases it."""
-    from test_ddp_seeding import TINY_SWINIR_CFG, _photos
-
-    from latent_pmrf.models.sim_vae import SimVAE, SimVAEConfig
-    from latent_pmrf.models.swinir import SwinIR, SwinIRConfig
+    from conftest import TINY_SWINIR_CFG, save_tiny_frozen_nets
+    from test_ddp_seeding import _photos
 
     root = tmp_path_factory.mktemp("ddp_inputs")
-    torch.manual_seed(0)
-    SimVAE(SimVAEConfig(block_out_channels=[8, 8, 8, 8], layers_per_block=1, layers_mid_block=1,
-                        latent_channels=4)).save_pretrained(root / "vae")
-    torch.save({"state_dict": SwinIR(SwinIRConfig(**TINY_SWINIR_CFG)).state_dict()}, root / "pm.pth")
+    save_tiny_frozen_nets(root)
     return {"images": _photos(root / "hq"), "vae": root / "vae", "pm": root / "pm.pth", "swinir": TINY_SWINIR_CFG}
 
 

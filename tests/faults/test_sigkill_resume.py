@@ -25,16 +25,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_SWINIR_CFG, save_tiny_frozen_nets
 
 from latent_pmrf.analysis.run_logs import last_checkpoint, read_logged_metrics
 from latent_pmrf.lightning.checkpoints import resume_checkpoint
-from latent_pmrf.models.sim_vae import SimVAE, SimVAEConfig
-from latent_pmrf.models.swinir import SwinIR, SwinIRConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_STEPS, STEPS_PER_EPOCH, KILL_AFTER = 7, 3, 4  # killed in epoch 1; the re-run ends in epoch 2
-TINY_SWINIR_CFG = dict(embed_dim=12, depths=[1], num_heads=[2], window_size=4, scale=4, img_size=16,
-                       upsample_channels=8)
 
 RECORDING_SCRIPT = textwrap.dedent('''
     import hashlib, json, os, sys, time
@@ -72,10 +69,7 @@ RECORDING_SCRIPT = textwrap.dedent('''
 def frozen_nets(tmp_path_factory):
     """The flow's frozen f8 Sim-VAE (re_vae's starting snapshot too) and posterior-mean SwinIR, tiny."""
     folder = tmp_path_factory.mktemp("frozen")
-    torch.manual_seed(0)
-    SimVAE(SimVAEConfig(block_out_channels=[8, 8, 8, 8], layers_per_block=1, layers_mid_block=1,
-                        latent_channels=4)).save_pretrained(folder / "vae")
-    torch.save({"state_dict": SwinIR(SwinIRConfig(**TINY_SWINIR_CFG)).state_dict()}, folder / "pm.pth")
+    save_tiny_frozen_nets(folder)
     return folder
 
 
