@@ -220,7 +220,8 @@ def _run(out: Path, max_steps: int, restoration_steps: int) -> dict:
         console.print(f"latent normalisation (stored in {export_dir / 'config.json'}): z' = (z - {latent['shift_factor']:.4f})"
                       f" x {latent['scaling_factor']:.4f}, measured on {latent['num_images']} training photos; the "
                       f"raw latent's std is {1 / latent['scaling_factor']:.3f}, so sigma_s = 0.1 is 0.1 of the latent's spread")
-        held_out_psnr = _reconstruct_held_out(export_dir, out / "reconstruction.png")
+        vae = SimVAE.from_pretrained(export_dir).eval()  # the exported (EMA) weights, read back from disk
+        held_out_psnr = _reconstruct_held_out(vae, out / "reconstruction.png")
         plot_logged(run_dir, "train/total", out / "loss_curve.png", "training loss", "Sim-VAE quickstart")
 
     # Posterior mean, then the latent flow on top of the exported VAE and that posterior mean.
@@ -252,7 +253,7 @@ def _run(out: Path, max_steps: int, restoration_steps: int) -> dict:
         "held_out_psnr_db": held_out_psnr,
         "steps": cfg.trainer.max_steps,
         "train_images": len(TRAIN_PHOTOS),
-        "vae_parameters": sum(p.numel() for p in SimVAE.from_pretrained(export_dir).parameters()),
+        "vae_parameters": sum(p.numel() for p in vae.parameters()),
         "ema_weights": used_ema,
         "latent_normalisation": latent,
         "restoration": {**restoration, "posterior_mean_steps": restoration_steps, "flow_steps": restoration_steps},
@@ -271,10 +272,9 @@ def _run(out: Path, max_steps: int, restoration_steps: int) -> dict:
     return metrics
 
 
-def _reconstruct_held_out(export_dir: Path, out_png: Path) -> float:
+def _reconstruct_held_out(vae: SimVAE, out_png: Path) -> float:
     """PSNR of the exported (EMA) VAE's reconstruction of the held-out photo, read back from disk;
     saves photo | reconstruction."""
-    vae = SimVAE.from_pretrained(export_dir).eval()
     image = read_image(held_out_photo())
     f = vae.config.downsample_factor
     h, w = (image.shape[0] // f) * f, (image.shape[1] // f) * f
