@@ -1,6 +1,7 @@
 """Training-data reliability (issues 14 and 17): an image smaller than the crop is skipped and counted
 like an unreadable one, or enlarged on request, and the up-front config check warns about it; the
-skip counters survive a resume; the VAE data order has its own seed."""
+skip counters survive a resume; the VAE data order has its own seed; decoded images can be cached
+(issue 16) without changing an item."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from latent_pmrf.analysis.run_logs import read_logged_metrics
 from latent_pmrf.config import ConfigError
 from latent_pmrf.data.bfr_datasets import PairedOnlineDataset
 from latent_pmrf.data.degradations import BFRDegradation, degradation_preset
-from latent_pmrf.data.image_folder import ImageFolderCrops, upscale_short_side
+from latent_pmrf.data.image_folder import ImageFiles, ImageFolderCrops, upscale_short_side
 from latent_pmrf.data.image_io import ImageReadError, read_image
 from latent_pmrf.data.reflection import ReflectionSynthesis
 from latent_pmrf.data.sirr_datasets import ReflectionPairDataset, SIRRAugmentConfig, SyntheticReflectionDataset
@@ -58,13 +59,13 @@ NO_RESCALE = SIRRAugmentConfig(crop_size=CROP, short_side_range=None)
 DATASETS = {"vae_crops": "image", "bfr_pairs": "gt", "sirr_real_pairs": "gt", "sirr_synthetic": "gt"}  # name: image key
 
 
-def training_set(name: str, folder: Path, small_images: str):
+def training_set(name: str, folder: Path, small_images: str, cache: bool = False):
     """Training dataset ``name`` over the images of SIZES in ``folder``, cropping CROP."""
     if name == "vae_crops":
-        return ImageFolderCrops([(write_images(folder, SIZES), None)], CROP, small_images=small_images)
+        return ImageFolderCrops([(write_images(folder, SIZES), None)], CROP, small_images=small_images, cache=cache)
     if name == "bfr_pairs":
         return PairedOnlineDataset([(write_images(folder, SIZES), None)], BFRDegradation(degradation_preset("difface")),
-                                   CROP, small_images=small_images)
+                                   CROP, small_images=small_images, cache=cache)
     if name == "sirr_real_pairs":
         return ReflectionPairDataset([(sirr_pairs(folder), None, None)], NO_RESCALE, small_images=small_images)
     reflections = write_images(folder.with_name("reflection"), {"r": (64, 64)})
@@ -224,3 +225,52 @@ def test_sirr_data_config_takes_the_small_images_policy():
     assert SIRRDataConfig().small_images == "skip" and SIRRDataConfig(small_images="upscale").small_images == "upscale"
     with pytest.raises(ValueError, match="data.small_images"):
         SIRRDataConfig(small_images="stretch")
+
+
+# ---------------------------------------------------------------------------------------- image cache
+@pytest.mark.parametrize("name", ["vae_crops", "bfr_pairs"])
+def test_cached_images_give_the_same_items_and_are_decoded_once(name, tmp_path, monkeypatch):
+    """data.cache_images: every item (crops, flips, degradations, a skipped small image) equals the
+    uncached one, and a file is decoded once however many epochs read it."""
+    from latent_pmrf.data import image_folder
+
+    folder = tmp_path / "train"
+    plain = training_set(name, folder, "skip")
+    items = [(epoch, index) for epoch in range(3) for index in range(len(SIZES))]
+    expected = [plain[item] for item in items]
+
+    decoded = []
+    monkeypatch.setattr(image_folder, "read_image", lambda path: decoded.append(Path(path).name) or read_image(path))
+    cached = training_set(name, folder, "skip", cache=True)
+    for item, want in zip(items, expected):
+        got = cached[item]
+        assert got["skipped"] == want["skipped"] and got["path"] == want["path"]
+        for key in ("image", "lq", "gt"):
+            if key in want:
+                assert torch.equal(got[key], want[key]), (item, key)
+    assert sorted(decoded) == ["a.png", "b.png", "c.png"]  # b (too small) read once, its skip remembered
+
+
+def test_a_cached_image_is_read_only(tmp_path):
+    images = ImageFiles.from_sources([(write_images(tmp_path / "train", {"a": (64, 64)}), None)], cache=True)
+    image, _, _ = images.read(0)
+    with pytest.raises(ValueError, match="read-only"):
+        image[0, 0, 0] = 1.0
+    assert images.read(0)[0] is image
+
+
+@pytest.mark.parametrize("task,datamodule", [("vae", "VAEDataModule"), ("posterior_mean", "BFRDataModule")])
+def test_cache_images_switch_reaches_the_training_set_and_may_change_on_resume(task, datamodule, tmp_path):
+    from latent_pmrf.lightning import bfr_data, vae_data
+    from latent_pmrf.lightning.checkpoints import config_changes
+
+    folder = write_images(tmp_path / "train", {"a": (64, 64), "c": (80, 64)})
+    config = REPO / "configs" / ("vae/quickstart.yaml" if task == "vae" else "posterior_mean/quickstart.yaml")
+    overrides = [f"data.train=[{{root: {folder}}}]", "data.val_dir=null", f"data.crop_size={CROP}"]
+    module = {"VAEDataModule": vae_data.VAEDataModule, "BFRDataModule": bfr_data.BFRDataModule}[datamodule]
+    for value in (True, False):
+        _, cfg = load_task_config(config, [*overrides, f"data.cache_images={str(value).lower()}"])
+        dm = module(cfg.data)
+        dm.setup("fit")
+        assert (dm.train_set.images.cache is not None) is value
+    assert config_changes({"data": {"cache_images": False}}, {"data": {"cache_images": True}}) == {}

@@ -114,7 +114,7 @@ def test_latent_stats_against_numpy(faces_dir, tmp_path):
 def test_quickstart_writes_its_outputs(tmp_path):
     from latent_pmrf.cli.quickstart import run_quickstart
 
-    metrics = run_quickstart(tmp_path, max_steps=3, restoration_steps=2)
+    metrics = run_quickstart(tmp_path, max_steps=3, pm_steps=2, flow_steps=2)
     for name in ("reconstruction.png", "restoration.png", "loss_curve.png", "metrics.json"):
         assert (tmp_path / name).stat().st_size > 1000 or name == "metrics.json"
     saved = json.loads((tmp_path / "metrics.json").read_text())
@@ -122,6 +122,7 @@ def test_quickstart_writes_its_outputs(tmp_path):
     assert saved["ema_weights"] is True and np.isfinite(saved["held_out_psnr_db"]) and saved["steps"] == 3
     assert SimVAE.from_pretrained(tmp_path / "vae_export").config.latent_channels == 16
     assert np.isfinite(saved["restoration"]["latent_pmrf_psnr_db"]) and saved["restoration"]["flow_steps"] == 2
+    assert saved["restoration"]["posterior_mean_steps"] == 2
     # issue 17: the degraded input is a row; the PD plane has at least three distinct points; the
     # convergence curve is the held-out flow loss; the latent normalisation is measured, stored, reported
     import csv
@@ -155,7 +156,7 @@ def test_quickstart_rerun_with_other_settings_names_the_way_out_and_fresh_clears
     from latent_pmrf.cli import quickstart
     from latent_pmrf.lightning.checkpoints import ConfigDriftError
 
-    def drifted(out, max_steps, restoration_steps):
+    def drifted(out, max_steps, pm_steps, flow_steps):
         raise ConfigDriftError(f"{out}/posterior_mean/checkpoints/last.ckpt was trained with another config (loss: 'l1' -> 'mse')")
 
     monkeypatch.setattr(quickstart, "_run", drifted)
@@ -168,6 +169,19 @@ def test_quickstart_rerun_with_other_settings_names_the_way_out_and_fresh_clears
     (tmp_path / "metrics.json").write_text("{}")
     (tmp_path / "notes.txt").write_text("mine")
     (tmp_path / "my_runs").mkdir()
-    monkeypatch.setattr(quickstart, "_run", lambda out, max_steps, restoration_steps: {"ran": True})
+    monkeypatch.setattr(quickstart, "_run", lambda out, max_steps, pm_steps, flow_steps: {"ran": True})
     assert quickstart.run_quickstart(tmp_path, fresh=True) == {"ran": True}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["my_runs", "notes.txt"]
+
+
+def test_quickstart_cli_passes_only_the_steps_given(monkeypatch):
+    """Defaults live in quickstart.py (VAE_STEPS, PM_STEPS, FLOW_STEPS), not again in the parser."""
+    from latent_pmrf.cli import main as cli
+    from latent_pmrf.cli import quickstart
+
+    calls = []
+    monkeypatch.setattr(quickstart, "run_quickstart", lambda out, **kwargs: calls.append((out, kwargs)))
+    cli.main(["quickstart", "--out", "somewhere", "--pm-steps", "5"])
+    cli.main(["quickstart", "--steps", "7", "--flow-steps", "9", "--fresh"])
+    assert calls == [("somewhere", {"fresh": False, "pm_steps": 5}),
+                     ("runs/quickstart", {"fresh": True, "max_steps": 7, "flow_steps": 9})]

@@ -45,7 +45,8 @@ def _vae_equivariance(args: argparse.Namespace) -> None:
 def _quickstart(args: argparse.Namespace) -> None:
     from .quickstart import run_quickstart
 
-    run_quickstart(args.out, max_steps=args.steps, restoration_steps=args.restoration_steps, fresh=args.fresh)
+    steps = {"max_steps": args.steps, "pm_steps": args.pm_steps, "flow_steps": args.flow_steps}
+    run_quickstart(args.out, fresh=args.fresh, **{k: v for k, v in steps.items() if v is not None})
 
 
 def _degrade_preview(args: argparse.Namespace) -> None:
@@ -274,9 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quickstart", help="Sim-VAE, posterior mean and Latent-PMRF on scikit-image's photos (CPU)")
     p.add_argument("--out", default="runs/quickstart")
-    p.add_argument("--restoration-steps", type=int, default=300,
-                   help="training steps of the posterior-mean model and of the flow each")
-    p.add_argument("--steps", type=int, default=600, help="Sim-VAE training steps")
+    # defaults: VAE_STEPS, PM_STEPS and FLOW_STEPS in quickstart.py, with the measurements behind them
+    p.add_argument("--steps", type=int, help="Sim-VAE training steps")
+    p.add_argument("--pm-steps", type=int, help="posterior-mean training steps")
+    p.add_argument("--flow-steps", type=int, help="Latent-PMRF (flow) training steps")
     p.add_argument("--fresh", action="store_true",
                    help="remove the quickstart's earlier outputs in --out first (else a re-run continues them, and "
                         "one made with other settings is refused)")

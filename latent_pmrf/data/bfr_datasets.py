@@ -39,9 +39,10 @@ class PairedOnlineDataset(Dataset):
 
     def __init__(self, sources: list[tuple[str | Path, int | None]], degradation: BFRDegradation,
                  crop_size: int | None = None, seed: int = 0, train: bool = True, on_read_error: str = "skip",
-                 small_images: str = "skip"):
+                 small_images: str = "skip", cache: bool = False):
         self.images = ImageFiles.from_sources(sources, on_read_error if train else "raise",
-                                              min_size=crop_size if train else None, small_images=small_images)
+                                              min_size=crop_size if train else None, small_images=small_images,
+                                              cache=cache)
         self.degradation = degradation
         self.crop_size = crop_size
         self.seed = seed

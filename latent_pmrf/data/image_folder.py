@@ -9,6 +9,11 @@ is dropped silently. Evaluation sets use ``"raise"``: an error naming the file.
 An image whose shorter side is below the crop (``min_size``) is, with ``small_images="skip"``
 (default), skipped and counted in the same way; with ``"upscale"`` it is enlarged (Lanczos) so
 that its shorter side equals the crop, keeping its aspect ratio.
+
+``cache=True`` keeps every image after its first read, decoded (float32, 12 bytes a pixel, in each
+dataloader worker separately) and read-only, so that no crop or degradation can alter it, and
+remembers which files were skipped (warned about once): for small sets such as the quickstart's
+eight photos, whose PNG decoding took most of a CPU training step.
 """
 
 from __future__ import annotations
@@ -37,8 +42,9 @@ def check_small_images(value: str) -> None:
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) float array in [0, 1] -> (3, H, W) tensor in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).mul(2.0).sub(1.0).contiguous()
+    """(H, W, 3) float array in [0, 1] -> (3, H, W) tensor in [-1, 1]; a read-only (cached) array is
+    copied first, since torch cannot wrap it."""
+    return torch.from_numpy(np.require(image, requirements=("C", "W"))).permute(2, 0, 1).mul(2.0).sub(1.0).contiguous()
 
 
 def upscale_short_side(image: np.ndarray, size: int) -> np.ndarray:
@@ -75,7 +81,7 @@ class ImageFiles:
     (see the module docstring)."""
 
     def __init__(self, files: list[Path], on_read_error: str = "skip", min_size: int | None = None,
-                 small_images: str = "skip"):
+                 small_images: str = "skip", cache: bool = False):
         if on_read_error not in READ_ERROR_POLICIES:
             raise ValueError(f"on_read_error must be one of {READ_ERROR_POLICIES}, got {on_read_error!r}")
         check_small_images(small_images)
@@ -83,14 +89,15 @@ class ImageFiles:
         self.on_read_error = on_read_error
         self.min_size, self.small_images = min_size, small_images
         self.skipped_here = 0  # in this process (each dataloader worker has its own copy)
+        self.cache: dict[int, np.ndarray | None] | None = {} if cache else None  # file position: image or skipped
 
     @classmethod
     def from_sources(cls, sources: list[tuple[str | Path, int | None]], on_read_error: str = "skip",
-                     min_size: int | None = None, small_images: str = "skip") -> ImageFiles:
+                     min_size: int | None = None, small_images: str = "skip", cache: bool = False) -> ImageFiles:
         """Images from several folders: ``sources`` = [(root, limit)], each in sorted path order, the
         first ``limit`` of it if given (the paper's VAE uses LSDIR crops + the first 10,000 FFHQ)."""
         return cls([f for root, limit in sources for f in list_images(root, limit)], on_read_error, min_size,
-                   small_images)
+                   small_images, cache)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -100,24 +107,41 @@ class ImageFiles:
         if not 0 <= index < len(self.files):
             raise IndexError(f"image index {index} out of range for {len(self.files)} files")
         for skipped in range(MAX_CONSECUTIVE_SKIPS + 1):
-            path = self.files[(index + skipped) % len(self.files)]
-            try:
-                image = read_image(path)
-            except ImageReadError as err:
-                if self.on_read_error == "raise":
-                    raise
-                self._skip("unreadable", str(err))
-                continue
-            height, width = image.shape[:2]
-            if self.min_size is None or min(height, width) >= self.min_size:
-                return image, path, skipped
-            if self.small_images == "upscale":
-                return upscale_short_side(image, self.min_size), path, skipped
-            crop = f"{self.min_size}x{self.min_size}"
-            self._skip("too small", f"{path} is {width}x{height}, smaller than the crop {crop} "
-                       "(data.small_images=upscale enlarges such images instead)")
+            position = (index + skipped) % len(self.files)
+            image = self._load(position)
+            if image is not None:
+                return image, self.files[position], skipped
         raise ImageReadError(f"{MAX_CONSECUTIVE_SKIPS + 1} consecutive unreadable or too small images from "
                              f"{self.files[index]}: check the dataset")
+
+    def _load(self, position: int) -> np.ndarray | None:
+        """The image of file ``position`` (enlarged if small and ``small_images="upscale"``), or
+        None if it is skipped (warned about); with ``cache``, decided once per file, images read-only."""
+        if self.cache is not None and position in self.cache:
+            return self.cache[position]
+        path = self.files[position]
+        try:
+            image = read_image(path)
+        except ImageReadError as err:
+            if self.on_read_error == "raise":
+                raise
+            self._skip("unreadable", str(err))
+            image = None
+        else:
+            height, width = image.shape[:2]
+            if self.min_size is not None and min(height, width) < self.min_size:
+                if self.small_images == "upscale":
+                    image = upscale_short_side(image, self.min_size)
+                else:
+                    self._skip("too small", f"{path} is {width}x{height}, smaller than the crop "
+                               f"{self.min_size}x{self.min_size} (data.small_images=upscale enlarges such "
+                               "images instead)")
+                    image = None
+        if self.cache is not None:
+            if image is not None:
+                image.flags.writeable = False
+            self.cache[position] = image
+        return image
 
     def _skip(self, why: str, detail: str) -> None:
         self.skipped_here += 1
@@ -149,8 +173,10 @@ class ImageFolderCrops(Dataset):
     """
 
     def __init__(self, sources: list[tuple[str | Path, int | None]], crop_size: int, hflip: bool = True,
-                 repeat: int = 1, on_read_error: str = "skip", seed: int = 0, small_images: str = "skip"):
-        self.images = ImageFiles.from_sources(sources, on_read_error, min_size=crop_size, small_images=small_images)
+                 repeat: int = 1, on_read_error: str = "skip", seed: int = 0, small_images: str = "skip",
+                 cache: bool = False):
+        self.images = ImageFiles.from_sources(sources, on_read_error, min_size=crop_size, small_images=small_images,
+                                              cache=cache)
         self.crop_size = crop_size
         self.hflip = hflip
         self.repeat = repeat  # each image appears `repeat` times per epoch, each time a new crop

@@ -33,7 +33,7 @@ class BFRDataModule(L.LightningDataModule):
         c = self.cfg
         self.train_set = PairedOnlineDataset([(s.root, s.limit) for s in c.train], self.degradation, c.crop_size,
                                              seed=c.seed, train=True, on_read_error=c.on_read_error,
-                                             small_images=c.small_images)
+                                             small_images=c.small_images, cache=c.cache_images)
         if self.sirr is not None:
             sirr_train, _ = build_sirr_datasets(self.sirr.data)
             self.train_set = TaskMixDataset([self.train_set, sirr_train], [1 - self.sirr.ratio, self.sirr.ratio],

@@ -37,6 +37,9 @@ class ReVAEDataConfig:
     # a training image smaller than crop_size: "skip" (warn, count in data/skipped_files, use the next)
     # or "upscale" (Lanczos, shorter side to crop_size, aspect kept)
     small_images: str = "skip"
+    # keep the decoded training images in memory (float32, in each dataloader worker): for small
+    # sets, where decoding a PNG costs more than the training step (the quickstart); results unchanged
+    cache_images: bool = False
     seed: int = 0  # of the data order, the crops and the reflection drawn for each background
     # Held-out mixtures for validation: centre crops, pair i and its α fixed by (val_seed, i).
     val_background_dir: Optional[str] = None

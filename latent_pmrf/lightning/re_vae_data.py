@@ -98,7 +98,7 @@ class ReVAEDataModule(VAEDataModule):
 
         def crops(sources, seed: int) -> ImageFolderCrops:
             return ImageFolderCrops([(s.root, s.limit) for s in sources], c.crop_size, c.hflip, c.repeat,
-                                    c.on_read_error, seed=seed, small_images=c.small_images)
+                                    c.on_read_error, seed=seed, small_images=c.small_images, cache=c.cache_images)
 
         backgrounds = crops(c.background, self.seed)
         self.train_set = backgrounds if c.pairing == "permute" else LayerPairCrops(

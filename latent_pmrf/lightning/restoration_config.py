@@ -38,6 +38,9 @@ class BFRDataConfig:
     # a training image smaller than crop_size: "skip" (warn, count in data/skipped_files, use the next)
     # or "upscale" (Lanczos, shorter side to crop_size, aspect kept)
     small_images: str = "skip"
+    # keep the decoded training images in memory (float32, in each dataloader worker): for small
+    # sets, where decoding a PNG costs more than the training step (the quickstart); results unchanged
+    cache_images: bool = False
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "val_batch_size"):

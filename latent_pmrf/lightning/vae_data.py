@@ -25,7 +25,7 @@ class VAEDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         c = self.cfg
         self.train_set = ImageFolderCrops([(s.root, s.limit) for s in c.train], c.crop_size, c.hflip, c.repeat,
-                                         c.on_read_error, seed=self.seed, small_images=c.small_images)
+                                         c.on_read_error, seed=self.seed, small_images=c.small_images, cache=c.cache_images)
         self.val_set = ImageFolderCenter(c.val_dir, c.val_crop_size, c.val_limit) if c.val_dir else None
 
     def train_dataloader(self) -> DataLoader:
