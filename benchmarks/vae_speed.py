@@ -16,31 +16,44 @@ minus its RSS after the imports, i.e. weights + gradients + activations + alloca
 Ratios are AutoencoderKL / Sim-VAE, so > 1 means Sim-VAE is faster or smaller.
 Target (project issue): Sim-VAE >= 1.25x faster in forward+backward.
 
-FLOPs are counted too (on the meta device): Sim-VAE saves only ~10% of the forward+backward
-FLOPs (2426 vs 2687 GFLOP at 256², batch 1), so where convolutions dominate, as on CPU, the time
-ratio stays near that; the rest of the paper's speed-up comes from the memory-bound ops it
+FLOPs are counted too (on the meta device), for the computation each model actually runs.
+Sim-VAE's resize convs (nearest x2 + conv3x3) run as four 2x2 phase convs on the low-resolution
+input (``vae_blocks.nearest_upsample_conv3x3``: the same outputs to ~1e-6, 4/9 of those
+multiply-adds); diffusers' AutoencoderKL runs them as interpolate + conv3x3, unless
+``--peer-phase-upsample`` gives it the same computation, for a like-for-like comparison of the
+architectures. Sim-VAE then saves only 6 % of the FLOPs (2269 vs 2403 GFLOP fwd+bwd at 256²,
+batch 1; 1.18x against stock AutoencoderKL's 2687), so where convolutions dominate, as on CPU, the
+time ratio stays near that; the rest of the paper's speed-up comes from the memory-bound ops it
 removes (half of the norms, the mid attention), which weigh far more on a GPU.
 Roofline: each row's achieved FLOP/s (those FLOPs / its time) and its fraction of the ``torch.mm``
 peak of the ``--dtype`` (fp32, or bf16 for autocast), measured in this process before and after
 the subprocesses (the larger is used; ``roofline.py``).
-Measured on the 2-core CPU machine (fp32, batch 1, 256², median of 3): fwd 1.07x,
-fwd+bwd 1.15x, peak memory 1.45x (fwd) / 1.49x (fwd+bwd) lower. Again on 2026-12-02, idle:
-fwd 3.10 vs 3.27 s (1.05x), fwd+bwd 8.73 vs 9.04 s (1.04x), peak memory 1.44x / 1.48x lower;
-Sim-VAE runs at 278 GFLOP/s in fwd+bwd, AutoencoderKL at 297 (143 % and 153 % of a 194 GFLOP/s
-torch.mm peak: oneDNN's convolutions outrun MKL's sgemm here). The 1.25x target is NOT met on this
-CPU and is bounded by the FLOP ratio, 1.11x: both nets are compute-bound convolutions, and
-Sim-VAE's per-pixel LayerNorm (permute, norm, permute back) costs it the ~7 % efficiency gap that
-AutoencoderKL's NCHW GroupNorm does not pay. Measured alternatives for that norm (1×128×256²,
-fwd+bwd): permute + F.layer_norm 313 ms, var_mean over channels in NCHW with autograd 472-508 ms, the
-same as a hand-written autograd.Function 326-342 ms, F.layer_norm alone on a tensor already NHWC
-71 ms; i.e. the permute copies are the cost, and only a channels-last network avoids them, whose
-oneDNN conv backward is ~3x slower here (models/vae_blocks.py). torch.compile: 0.89x eager
+
+Measured on the 2-core CPU machine, 2026-12-02 (fp32, batch 1, 256²; this machine's throughput
+drifts by up to 25 % within a run, see the two peaks printed, so the ratios carry about ±0.08):
+
+* before the phase convs (median of 3): fwd 3.10 vs 3.27 s (1.05x), fwd+bwd 8.73 vs 9.04 s
+  (1.04x), peak memory 1.44x / 1.48x lower;
+* with them, against stock AutoencoderKL: fwd 2.65 vs 3.18 s (1.20x) and fwd+bwd 7.41 vs 8.16 s
+  (1.10x), median of 3; median of 5: fwd 1.08x, fwd+bwd 7.45 vs 8.67 s (1.16x); peak memory
+  1.33-1.48x lower; Sim-VAE at 304-306 GFLOP/s in fwd+bwd (150-154 % of the ~200 GFLOP/s torch.mm
+  peak: oneDNN's convolutions outrun MKL's sgemm here);
+* like for like (``--peer-phase-upsample``): fwd 0.95-1.06x, fwd+bwd 1.04-1.17x, FLOP ratio 1.06x.
+
+The 1.25x target is NOT met on this CPU, and it is bounded by the FLOP ratio: both nets are
+compute-bound convolutions (convolutions are 86 % of a Sim-VAE fwd+bwd in the profiler, the
+LayerNorm permute copies 6.5 %). Measured alternatives for that norm (1×128×256², fwd+bwd):
+permute + F.layer_norm 151-313 ms, var_mean over channels in NCHW with autograd 472-508 ms, the
+same as a hand-written autograd.Function 326-342 ms, F.batch_norm on each image viewed as (C, HW)
+103 ms (but no faster in the whole net, which must then stack the batch), F.layer_norm alone on a
+tensor already NHWC 71 ms; only a channels-last network avoids the copies, and its oneDNN conv
+backward is ~3x slower here (models/vae_blocks.py). torch.compile: 0.89x eager
 (benchmarks/train_step.py).
 
 Run from the repository root::
 
     PYTHONPATH=. python benchmarks/vae_speed.py [--device cuda --batch-size 8] [--dtype bf16]
-        [--channels-last] [--reps 3] [--json vae_speed.json]
+        [--channels-last] [--peer-phase-upsample] [--reps 3] [--json vae_speed.json]
 """
 
 from __future__ import annotations
@@ -58,18 +71,35 @@ MODELS = {"sim_vae": "Sim-VAE c32", "autoencoder_kl": "AutoencoderKL f8c32"}
 TARGET_SPEEDUP = 1.25
 
 
-def build(name: str) -> torch.nn.Module:
+def build(name: str, peer_phase_upsample: bool = False) -> torch.nn.Module:
     if name == "sim_vae":
         from latent_pmrf.models.sim_vae import SimVAE, SimVAEConfig
 
         return SimVAE(SimVAEConfig.preset("sim_vae_c32"))
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL(
+    model = AutoencoderKL(
         in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512),
         layers_per_block=2, latent_channels=32, norm_num_groups=32,
     )
+    if peer_phase_upsample:
+        use_phase_upsample(model)
+    return model
+
+
+def use_phase_upsample(model: torch.nn.Module) -> None:
+    """Give diffusers' resize convs (nearest x2 + conv3x3) the computation Sim-VAE's use
+    (``vae_blocks.nearest_upsample_conv3x3``), for a like-for-like comparison."""
+    from diffusers.models.upsampling import Upsample2D
+
+    from latent_pmrf.models.vae_blocks import nearest_upsample_conv3x3
+
+    for module in model.modules():
+        if isinstance(module, Upsample2D):
+            assert module.use_conv and module.interpolate and module.norm is None and not module.use_conv_transpose
+            conv = module.conv
+            module.forward = lambda x, *args, conv=conv, **kwargs: nearest_upsample_conv3x3(x, conv.weight, conv.bias)
 
 
 def vae_loss(name: str, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -82,11 +112,11 @@ def vae_loss(name: str, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor
     return recon.float().square().mean() + posterior.kl().mean()
 
 
-def count_gflops(name: str, batch_size: int, size: int) -> tuple[float, float]:
+def count_gflops(name: str, batch_size: int, size: int, peer_phase_upsample: bool) -> tuple[float, float]:
     """(forward, forward+backward) GFLOPs on the meta device (no compute): the bound a
     compute-bound device can reach, since both models spend almost all their time in convs."""
     with torch.device("meta"):
-        model = build(name)
+        model = build(name, peer_phase_upsample)
         x = torch.rand(batch_size, 3, size, size)
     with torch.no_grad():
         fwd = count_flops(lambda: vae_loss(name, model, x))
@@ -107,7 +137,7 @@ def worker(args: argparse.Namespace) -> dict:
 
     torch.manual_seed(0)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = build(args.worker).to(args.device, memory_format=fmt)
+    model = build(args.worker, args.peer_phase_upsample).to(args.device, memory_format=fmt)
     x = (torch.rand(args.batch_size, 3, args.size, args.size, device=args.device) * 2 - 1).contiguous(memory_format=fmt)
     bf16 = args.dtype == "bf16"
 
@@ -144,6 +174,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, help="default: 3 on CUDA, 1 on CPU")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16 = autocast")
     p.add_argument("--channels-last", action="store_true", help="channels_last models and inputs")
+    p.add_argument("--peer-phase-upsample", action="store_true",
+                   help="AutoencoderKL's resize convs computed as Sim-VAE's are (like for like; see the docstring)")
     p.add_argument("--json", help="also write the numbers to this file")
     p.add_argument("--worker", choices=MODELS, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -163,7 +195,7 @@ def main() -> None:
     peak_end = matmul_peak(args.device, DTYPES[args.dtype], reps=args.reps)
     peak = max(peak_start, peak_end)
     for name, r in results.items():  # after the workers: see the worker's docstring
-        r["fwd_gflop"], r["fwd_bwd_gflop"] = count_gflops(name, args.batch_size, args.size)
+        r["fwd_gflop"], r["fwd_bwd_gflop"] = count_gflops(name, args.batch_size, args.size, args.peer_phase_upsample)
         for key in ("fwd", "fwd_bwd"):
             r[f"{key}_fraction_of_peak"] = r[f"{key}_gflop"] * 1e9 / r[f"{key}_s"] / peak
     sim, peer = results["sim_vae"], results["autoencoder_kl"]
@@ -175,7 +207,8 @@ def main() -> None:
 
     mem = "peak CUDA allocated memory" if cuda else "peak RSS minus RSS after imports"
     layout = "channels_last" if args.channels_last else "contiguous"
-    table = Table(title=f"{args.device}, batch {args.batch_size}, {args.size}², {args.dtype}, {layout}, "
+    peer = ", AutoencoderKL with phase-conv upsampling" if args.peer_phase_upsample else ""
+    table = Table(title=f"{args.device}, batch {args.batch_size}, {args.size}², {args.dtype}, {layout}{peer}, "
                         f"median of {args.reps}",
                   caption=f"memory: {mem}; ratio: AutoencoderKL / Sim-VAE; achieved: GFLOP / time "
                           f"(% of the {args.dtype} torch.mm peak)")

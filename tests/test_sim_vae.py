@@ -6,6 +6,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from conftest import REPO, randomize, tiny_vae_overrides
 from latent_pmrf.models import sim_vae, sim_vae_config
@@ -282,3 +283,29 @@ def test_file_format_module_does_not_import_the_model():
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
     assert sim_vae.SimVAEConfig is sim_vae_config.SimVAEConfig
     assert sim_vae.SIM_VAE_PRESETS is sim_vae_config.SIM_VAE_PRESETS
+
+
+@pytest.mark.parametrize("shape,bias", [((2, 5, 7, 9), True), ((1, 3, 1, 4), False), ((1, 16, 8, 8), True)])
+def test_upsample_conv_equals_interpolate_then_conv_in_values_and_gradients(shape, bias):
+    """The decoder's resize conv (vae_blocks.nearest_upsample_conv3x3) against the official code's
+    formulation, nearest x2 then a zero-padded conv3x3, including the borders and odd sizes."""
+    from latent_pmrf.models.vae_blocks import nearest_upsample_conv3x3
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(shape[1], 6, 3, padding=1, bias=bias)
+    x = torch.randn(shape, requires_grad=True)
+    ref = conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+    out = nearest_upsample_conv3x3(x, conv.weight, conv.bias)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(ref)
+    ref_grads = torch.autograd.grad(ref, [x, conv.weight], grad)
+    grads = torch.autograd.grad(out, [x, conv.weight], grad)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
+    out_cl = nearest_upsample_conv3x3(x.detach().contiguous(memory_format=torch.channels_last), conv.weight, conv.bias)
+    torch.testing.assert_close(out_cl, ref, rtol=1e-5, atol=1e-5)
+    with torch.autocast("cpu", torch.bfloat16):
+        ref_bf16 = conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        out_bf16 = nearest_upsample_conv3x3(x, conv.weight, conv.bias)
+    assert out_bf16.dtype == ref_bf16.dtype == torch.bfloat16
+    torch.testing.assert_close(out_bf16.float(), ref.detach(), rtol=0.05, atol=0.05)
