@@ -81,3 +81,18 @@ def test_every_benchmark_script_parses_its_command_line():
         out, err = run.communicate(timeout=120)
         assert run.returncode == 0, f"{name} --help: {err}"
         assert out.startswith("usage:"), name
+
+
+def test_quickstart_budget_trains_in_stages_and_reports_each(tmp_path):
+    """The profile behind the quickstart's posterior-mean step count, at toy size: the run is
+    resumed from stage to stage (2 then 3 steps) and each stage gets its own row of gains."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run([sys.executable, str(BENCHMARKS / "quickstart_budget.py"), "--steps", "3", "2", "--draws", "2",
+                          "--out", str(tmp_path)], cwd=ROOT, env=env, text=True, capture_output=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [line.split("│")[1:-1] for line in run.stdout.splitlines() if line.startswith("│")]
+    assert [r[0].strip() for r in rows] == ["2", "3"]
+    assert all(abs(float(cell)) < 10 for r in rows for cell in r[2:])  # dB gains, finite
+    assert "target f(y) >= LQ + 1 dB" in run.stdout
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 3

@@ -274,3 +274,50 @@ def test_cache_images_switch_reaches_the_training_set_and_may_change_on_resume(t
         dm.setup("fit")
         assert (dm.train_set.images.cache is not None) is value
     assert config_changes({"data": {"cache_images": False}}, {"data": {"cache_images": True}}) == {}
+
+
+# ---------------------------------------------------------------------------------------- extending a run
+def test_a_finished_run_given_more_steps_continues_bitwise(tmp_path):
+    """max_steps not a multiple of the checkpoint interval: Lightning writes last.ckpt in its
+    on_train_end, after the EMA callback has put the EMA weights into the model. That checkpoint
+    must still hold the live weights, so that re-running with a larger max_steps continues exactly
+    where an uninterrupted run would be (it used to continue from the EMA weights)."""
+    folder = write_images(tmp_path / "train", {f"{i}": (64, 64) for i in range(4)})
+
+    def run(out: Path, steps: int) -> dict:
+        _, cfg = load_task_config(VAE_CONFIG, tiny_vae_overrides(folder, out, [
+            f"trainer.max_steps={steps}", "trainer.checkpoint_every_n_steps=2", "optim.ema_decay=0.5"]))
+        train(TASKS["vae"], cfg, val_lpips=False)
+        return torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+    extended = run(tmp_path / "a", 3)
+    assert any(not torch.equal(extended["state_dict"][k], v) for k, v in extended["current_model_state"].items())
+    extended = run(tmp_path / "a", 5)
+    straight = run(tmp_path / "b", 5)
+    assert extended["global_step"] == straight["global_step"] == 5
+    for key in ("state_dict", "current_model_state"):
+        for name, value in straight[key].items():
+            assert torch.equal(extended[key][name], value), (key, name)
+    for a, b in zip(extended["optimizer_states"][0]["state"].values(), straight["optimizer_states"][0]["state"].values()):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_checkpoint_written_after_training_ends_holds_the_live_weights():
+    """EMA.on_train_end puts the EMA weights into the model; a checkpoint written after that (by any
+    later on_train_end) must still store the live weights as current_model_state."""
+    from latent_pmrf.lightning.ema import EMA
+
+    module = torch.nn.Module()
+    module.ema_target, module.net = "net", torch.nn.Linear(3, 2)
+    ema = EMA(decay=0.5)
+    ema.setup(None, module, "fit")
+    live = {k: v.clone() for k, v in module.net.state_dict().items()}
+    with torch.no_grad():
+        for p in ema.average.module.parameters():
+            p.add_(1.0)  # an average that differs from the live weights
+    ema.on_train_end(None, module)
+    checkpoint = {"state_dict": {f"net.{k}": v.clone() for k, v in module.net.state_dict().items()}}  # as Lightning dumps it
+    ema.on_save_checkpoint(None, module, checkpoint)
+    for k, v in live.items():
+        assert torch.equal(checkpoint["current_model_state"][f"net.{k}"], v)
+        assert torch.equal(checkpoint["state_dict"][f"net.{k}"], v + 1.0)

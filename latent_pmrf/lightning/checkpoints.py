@@ -6,6 +6,10 @@
   target and streams into it). A failed write names the file and stops the run before
   ``ModelCheckpoint``'s retention (``save_top_k``) deletes the checkpoint it would have replaced:
   the last good checkpoint is never the one removed.
+- ``StepCheckpoint``: a checkpoint every n steps and one of the final step, even when training
+  ends between two (Lightning's ``ModelCheckpoint`` then kept only the last interval's: the steps
+  after it were trained, logged, and lost), written as an interval's is, so that a run given a
+  larger ``max_steps`` continues bitwise.
 - ``resume_checkpoint``: the checkpoint a re-run continues from: ``last.ckpt`` if it reads, else
   the newest intact ``step*.ckpt`` (saying so), else a clear error; never a silent restart from
   step 0 over an existing run.
@@ -22,6 +26,7 @@ from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ..atomic import CheckpointWriteError
 from ..flow.pipeline import torch_load_problem
@@ -33,6 +38,23 @@ RESUMABLE = ("trainer.max_steps", "trainer.devices", "trainer.num_nodes", "train
              "data.cache_images",
              "data.val_batch_size", "data.val_limit", "convergence.every_n_steps", "convergence.metrics",
              "convergence.skip_missing", "val_euler_steps", "trainer.compile", "model.activation_checkpointing")
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint(every_n_train_steps=n, save_last=True)`` that also saves the step training
+    ends on (``max_steps``), at that batch's end like any interval's. Lightning alone writes
+    ``last.ckpt`` at the end only if no checkpoint was written at all, and then from ``on_train_end``,
+    whose loop state marks the unfinished epoch as done: with ``max_steps`` not a multiple of n the
+    final steps were missing (from what ``export-vae``/``restore`` read), or a run given more steps
+    resumed one epoch on, with other data."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if self.save_last and trainer.global_step >= trainer.max_steps > 0 \
+                and not self._should_skip_saving_checkpoint(trainer):
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -44,6 +44,7 @@ class EMA(L.Callback):
         self.avg_fn = ema_avg_fn(decay, warmup)
         self.average: AveragedModel | None = None
         self._last_step = 0
+        self._live_at_end: dict[str, torch.Tensor] | None = None  # live weights, once on_train_end replaced them
 
     @staticmethod
     def _target(pl_module: L.LightningModule) -> tuple[str, nn.Module]:
@@ -102,8 +103,12 @@ class EMA(L.Callback):
             self._swap(pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        """Leave the EMA weights in the model, for whatever uses it after ``fit``."""
+        """Leave the EMA weights in the model, for whatever uses it after ``fit``. The live weights are
+        kept aside for a checkpoint written after this (ModelCheckpoint saves ``last.ckpt`` in its own
+        ``on_train_end``, after this callback's, when max_steps is not a multiple of its interval):
+        a run resumed from it to train longer must continue from them, not from the EMA."""
         target = self._target(pl_module)[1]
+        self._live_at_end = {k: v.detach().clone() for k, v in target.state_dict().items()}
         with torch.no_grad():
             for avg, cur in zip(self._tensors(self.average.module), self._tensors(target)):
                 cur.copy_(avg)
@@ -113,7 +118,10 @@ class EMA(L.Callback):
             return
         prefix = self._target(pl_module)[0] + "."
         state = checkpoint["state_dict"]
-        checkpoint["current_model_state"] = {k: v for k, v in state.items() if k.startswith(prefix)}
+        if self._live_at_end is None:
+            checkpoint["current_model_state"] = {k: v for k, v in state.items() if k.startswith(prefix)}
+        else:
+            checkpoint["current_model_state"] = {prefix + k: v for k, v in self._live_at_end.items()}
         for k, v in self.average.module.state_dict().items():
             state[prefix + k] = v
         checkpoint["ema_state"] = {"n_averaged": self.average.n_averaged.detach().cpu(), "last_step": self._last_step}

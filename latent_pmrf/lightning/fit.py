@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
@@ -13,7 +13,8 @@ from ..analysis.run_logs import last_checkpoint
 from ..atomic import write_text_atomic
 from ..config import ConfigError, from_dict, to_dict, to_yaml
 from ..seeding import derive_seed
-from .checkpoints import AtomicCheckpointIO, ConfigDriftError, checkpoint_config, config_changes, resume_checkpoint
+from .checkpoints import (AtomicCheckpointIO, ConfigDriftError, StepCheckpoint, checkpoint_config, config_changes,
+                          resume_checkpoint)
 from .ema import EMA
 from .guards import NonFiniteGuard
 from .resume_state import RNGState
@@ -92,7 +93,7 @@ def fit(task, cfg, **extras) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "config.yaml", to_yaml(cfg))  # the config in use: checked against the checkpoint
 
-    checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="step{step:08d}", auto_insert_metric_name=False,
+    checkpoint = StepCheckpoint(dirpath=out / "checkpoints", filename="step{step:08d}", auto_insert_metric_name=False,
                                  every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=1, save_last=True,
                                  save_on_train_epoch_end=True)
     callbacks = [PerRankSeed(t.seed), RNGState(t.seed), NonFiniteGuard(t.on_nonfinite, t.max_consecutive_skips),
