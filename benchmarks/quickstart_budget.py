@@ -10,11 +10,11 @@ cumulative training seconds, the mean, minimum and draw-0 PSNR gains of f(y) ove
 
 Measured on the 2-core CPU machine, idle, 2026-12-02 (default arguments; photos cached in memory):
 
-    steps   gain mean   draw 0   (over 8 draws; LQ mean 25.11 dB)
-      300     +0.48      +0.21
-      600     +0.68      +0.17
-     1200     +0.79      +0.23
-     2400     +0.83      +0.22
+    steps   training s   gain mean   draw 0   (over 8 draws; LQ mean 25.11 dB)
+      300        11         +0.48      +0.21
+      600        21         +0.68      +0.17
+     1200        40         +0.79      +0.23
+     2400        82         +0.83      +0.23
 
 i.e. the gain flattens near +0.8 dB, and the draw in restoration.png (a 3.4x downsampling with
 noise 6.1 and JPEG 81) stays near +0.2 dB: the tiny SwinIR trained on eight photos, not the
