@@ -63,14 +63,14 @@ def main() -> None:
     from rich.table import Table
 
     from latent_pmrf.analysis.run_logs import last_checkpoint
-    from latent_pmrf.cli.quickstart import CONFIGS, _stage_photos, held_out_photo
+    from latent_pmrf.cli.quickstart import CONFIGS, stage_photos, held_out_photo
     from latent_pmrf.data.degradations import BFRDegradation
     from latent_pmrf.data.image_folder import to_tensor
     from latent_pmrf.data.image_io import read_image
     from latent_pmrf.lightning.tasks import load_task_config, train
 
     out = Path(args.out)
-    train_dir, val_dir = _stage_photos(out / "data")
+    train_dir, val_dir = stage_photos(out / "data")
     base = [f"data.train=[{{root: {train_dir}}}]", f"data.val_dir={val_dir}", f"trainer.output_dir={out / 'run'}",
             "trainer.progress_bar=false", *args.overrides]
     image = read_image(held_out_photo())

@@ -70,7 +70,7 @@ def held_out_photo() -> Path:
     return _skimage_photo_dir() / HELD_OUT
 
 
-def _stage_photos(data_dir: Path) -> tuple[Path, Path]:
+def stage_photos(data_dir: Path) -> tuple[Path, Path]:
     """data/train: the training photos as PNGs; data/val: the held-out photo's four corner crops,
     so that validation and the convergence curve have a set (FID needs two images or more)."""
     src = _skimage_photo_dir()
@@ -204,7 +204,7 @@ def _run(out: Path, max_steps: int, pm_steps: int, flow_steps: int) -> dict:
     start = time.time()
     clock = StageClock()
     with clock("photos"):
-        train_dir, val_dir = _stage_photos(out / "data")
+        train_dir, val_dir = stage_photos(out / "data")
     overrides = [f"data.train=[{{root: {train_dir}}}]", f"data.val_dir={val_dir}",
                  f"trainer.output_dir={out / 'vae'}", f"trainer.max_steps={max_steps}",
                  f"trainer.log_every_n_steps={min(10, max_steps)}"]
