@@ -149,15 +149,15 @@ def _fold_taps(weight: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tens
 def nearest_upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``conv3x3(nearest_x2(x))`` with zero padding, computed without the upsampled tensor: each of
     the four output phases (row parity a, column parity c) is a 2x2 conv of ``x`` whose taps are
-    sums of the 3x3 ones, and the phases are interleaved. Equal up to float rounding (~1e-6), with
-    4/9 of the multiply-adds; on the 2-core CPU 1.5-2.3x faster than interpolate + conv at the
-    Sim-VAE decoder's sizes, fwd and fwd+bwd (benchmarks/vae_speed.py; not measured on a GPU)."""
+    sums of the 3x3 ones, padded on the side its taps reach, and the phases are interleaved. Equal
+    up to float rounding (~1e-6), with 4/9 of the multiply-adds; on the 2-core CPU 1.9-2.5x faster
+    than interpolate + conv at the Sim-VAE decoder's sizes, fwd and fwd+bwd (not measured on a GPU)."""
     h, w = x.shape[-2:]
-    kernel = torch.cat([k for rows in _fold_taps(weight, 2) for k in _fold_taps(rows, 3)])  # (a, c) = 00, 01, 10, 11
-    out = F.conv2d(x, kernel, None if bias is None else bias.repeat(4), padding=1)  # (B, 4 C, h + 1, w + 1)
-    out = out.unflatten(1, (2, 2, -1))  # (B, a, c, C, h + 1, w + 1); phase (a, c) is the crop [a:a+h, c:c+w]
-    rows = [torch.stack([out[:, a, 0, :, a:a + h, :w], out[:, a, 1, :, a:a + h, 1:]], dim=-1) for a in (0, 1)]
-    y = torch.stack(rows, dim=3).reshape(out.shape[0], out.shape[3], 2 * h, 2 * w)  # (B, C, h, a, w, c) -> 2h x 2w
+    kernels = [k for rows in _fold_taps(weight, 2) for k in _fold_taps(rows, 3)]  # (a, c) = 00, 01, 10, 11
+    # phase (a, c) reads input rows (i - 1 + a, i + a) and columns (j - 1 + c, j + c)
+    phases = [F.conv2d(F.pad(x, (1 - c, c, 1 - a, a)), kernels[2 * a + c], bias) for a in (0, 1) for c in (0, 1)]
+    rows = [torch.stack(phases[2 * a:2 * a + 2], dim=-1) for a in (0, 1)]  # (B, C, h, w, c)
+    y = torch.stack(rows, dim=3).reshape(x.shape[0], weight.shape[0], 2 * h, 2 * w)  # (B, C, h, a, w, c) -> 2h x 2w
     channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     return y.contiguous(memory_format=torch.channels_last) if channels_last else y
 
