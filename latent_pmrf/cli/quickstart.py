@@ -51,7 +51,7 @@ VAL_CROP = 256  # validation (and convergence) images: the four corner crops of 
 FLOW_VAL_EVERY = 50  # steps between the flow's validations: the points of convergence.png
 # Training steps, chosen on the 2-core CPU once the photos were decoded only once (data.cache_images,
 # which made a Sim-VAE step 1.6x and a posterior-mean step ~2.5x faster): the held-out
-# reconstruction goes from 23.66 dB (600 VAE steps) to 24.43 (900) and 25.25 (1200); f(y)'s gain over the LQ
+# reconstruction goes from 23.66 dB (600 VAE steps) to 24.43 (900) and 25.1-25.3 (1200); f(y)'s gain over the LQ
 # grows from +0.48 dB (300 steps) to +0.79 dB (1200) and then flattens (+0.83 at 2400; mean over 8
 # degradations of the held-out photo); the flow's held-out loss did not fall below a zero
 # velocity's in up to 1350 steps, so it keeps 300.
