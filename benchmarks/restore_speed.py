@@ -32,6 +32,8 @@ At the target's 256² (2026-12-02, idle, K=25, fp32, median of 2): latent 10.66 
 encode+source 1.20, flow 7.28, decode 1.83; peak RSS 1268 MiB; 162 GFLOP/s, 81 % of the torch.mm
 peak) vs pixel 25.78 s (f(y) 0.34, flow 25.44; 778 MiB; 136 GFLOP/s): latent / pixel = 0.41x
 (target <= 0.5x: met). The latent HDiT sees 16× fewer tokens than PMRF's 4×4-patch one at 256².
+Again after the decoder's resize convs became phase convs (models/vae_blocks.py): latent 10.35 s
+(decode 1.62 s, was 1.83) vs pixel 25.43 s: 0.41x.
 A 2048² restoration (issue 15, `--spaces latent --size 2048 --steps 1 --reps 1`; VAE encode and
 decode tiled, 512² tiles with 192 px overlap, as `restore` runs it above 1 Mpx): peak RSS 4770 MiB
 above the imports; 558 s per image at K = 1 (f(y) 45 s, encode 186 s, one Euler step 25 s, decode
