@@ -321,3 +321,25 @@ def test_a_checkpoint_written_after_training_ends_holds_the_live_weights():
     for k, v in live.items():
         assert torch.equal(checkpoint["current_model_state"][f"net.{k}"], v)
         assert torch.equal(checkpoint["state_dict"][f"net.{k}"], v + 1.0)
+
+
+# ---------------------------------------------------------------------------------------- whole images
+def test_whole_images_of_two_sizes_are_refused_before_training_naming_both(tmp_path):
+    """data.crop_size: null batches whole images; two sizes used to fail at the first batch with a
+    stacking error that named no file."""
+    folder = write_images(tmp_path / "train", {"a": (64, 64), "b": (64, 64), "c": (80, 48)})
+    config = REPO / "configs" / "posterior_mean" / "quickstart.yaml"
+    overrides = [f"data.train=[{{root: {folder}}}]", "data.val_dir=null", "data.crop_size=null"]
+    with pytest.raises(ConfigError, match=r"c\.png \(80x48\).*a\.png \(64x64\).*set data\.crop_size \(at most 48"):
+        load_task_config(config, overrides)
+    (folder / "c.png").unlink()
+    load_task_config(config, overrides)  # one size: accepted
+
+
+def test_the_dataset_names_a_whole_image_of_another_size(tmp_path):
+    """The same rule where the headers were not all checked (big folders are sampled)."""
+    folder = write_images(tmp_path / "train", {"a": (64, 64), "c": (80, 48)})
+    dataset = PairedOnlineDataset([(folder, None)], BFRDegradation(degradation_preset("difface")), None)
+    assert dataset[(0, 0)]["gt"].shape == (3, 64, 64)
+    with pytest.raises(ValueError, match=r"c\.png is 80x48 but .*a\.png is 64x64"):
+        dataset[(0, 1)]

@@ -48,6 +48,7 @@ class PairedOnlineDataset(Dataset):
         self.seed = seed
         self.train = train
         self.epoch = 0
+        self.whole_size: tuple[tuple[int, int], Path] | None = None  # (H, W) and file of the first whole image
 
     def __len__(self) -> int:
         return len(self.images)
@@ -58,6 +59,12 @@ class PairedOnlineDataset(Dataset):
         image, path, skipped = self.images.read(index)
         if self.crop_size is not None:
             image = random_crop(image, self.crop_size, rng, path) if self.train else center_crop(image, self.crop_size, path)
+        elif self.train:  # whole images are batched: one size for all (tasks.py checks the headers first)
+            self.whole_size = self.whole_size or (image.shape[:2], path)
+            if image.shape[:2] != self.whole_size[0]:
+                (h, w), (h0, w0) = image.shape[:2], self.whole_size[0]
+                raise ValueError(f"{path} is {w}x{h} but {self.whole_size[1]} is {w0}x{h0}: with data.crop_size null "
+                                 "every training image must have one size; set data.crop_size or resize them")
         lq, gt = self.degradation(image, rng)
         return {"lq": to_tensor(lq), "gt": to_tensor(gt), "index": index, "skipped": skipped, "path": str(path)}
 

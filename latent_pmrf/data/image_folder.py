@@ -58,22 +58,28 @@ def upscale_short_side(image: np.ndarray, size: int) -> np.ndarray:
     return np.clip(cv2.resize(np.ascontiguousarray(image), new, interpolation=cv2.INTER_LANCZOS4), 0.0, 1.0)
 
 
-def images_smaller_than(files: list[Path], size: int, max_checked: int) -> tuple[list[tuple[Path, int, int]], int]:
-    """([(path, width, height)] of the files whose shorter side is below ``size``, number checked),
-    from the headers alone (nothing decoded); at most ``max_checked`` files, evenly spaced over the
-    list. A file whose header cannot be read is left to the training-time policy."""
+def header_sizes(files: list[Path], max_checked: int) -> tuple[list[tuple[Path, int, int]], int]:
+    """([(path, width, height)] read from the headers alone (nothing decoded), number checked): at
+    most ``max_checked`` files, evenly spaced over the list. A file whose header cannot be read is
+    left out (the training-time policy deals with it)."""
     step = max(1, -(-len(files) // max_checked))
     checked = files[::step]
-    small = []
+    sizes = []
     for path in checked:
         try:
             with Image.open(path) as img:
                 width, height = img.size
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
             continue
-        if min(width, height) < size:
-            small.append((path, width, height))
-    return small, len(checked)
+        sizes.append((path, width, height))
+    return sizes, len(checked)
+
+
+def images_smaller_than(files: list[Path], size: int, max_checked: int) -> tuple[list[tuple[Path, int, int]], int]:
+    """([(path, width, height)] of the files whose shorter side is below ``size``, number checked),
+    from the headers of at most ``max_checked`` files (``header_sizes``)."""
+    sizes, checked = header_sizes(files, max_checked)
+    return [(path, w, h) for path, w, h in sizes if min(w, h) < size], checked
 
 
 class ImageFiles:

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..config import ConfigError, load_config, read_task
 from ..data.degradations import degradation_preset
-from ..data.image_folder import images_smaller_than
+from ..data.image_folder import header_sizes, images_smaller_than
 from ..data.image_io import list_images
 from ..models.sim_vae import SimVAEConfig
 from ..models.swinir import SwinIRConfig
@@ -71,6 +71,7 @@ def _check_training_folders(sources: dict[str, ImageSourceConfig], crop_size: in
     naming how many and one of them, and what ``data.small_images`` will do with them."""
     found = _check_folders([(key, s.root) for key, s in sources.items()])
     if crop_size is None:
+        _check_one_size({key: found[key][: s.limit] for key, s in sources.items()})
         return
     for key, source in sources.items():
         files = found[key][: source.limit]
@@ -84,6 +85,24 @@ def _check_training_folders(sources: dict[str, ImageSourceConfig], crop_size: in
                 f"enlarged so that their shorter side is {crop_size} (data.small_images=upscale)")
         warnings.warn(f"{key}: {len(small)} of the {checked} images checked{sample} are smaller than the crop "
                       f"{crop_size}x{crop_size}, e.g. {path} ({width}x{height}): they will be {fate}", stacklevel=2)
+
+
+def _check_one_size(files: dict[str, list[Path]]) -> None:
+    """``data.crop_size: null`` trains on whole images, which batch only if all have one size: the
+    first two sizes that differ (headers, at most ``MAX_HEADERS_CHECKED`` per folder) stop the run
+    here, not at the first batch with a stacking error that names no file."""
+    first: tuple[str, Path, int, int] | None = None
+    for key, paths in files.items():
+        sizes, _ = header_sizes(paths, MAX_HEADERS_CHECKED)
+        for path, width, height in sizes:
+            if first is None:
+                first = (key, path, width, height)
+            elif (width, height) != first[2:]:
+                shortest = min(min(w, h) for _, w, h in sizes + [first[1:]])
+                raise ConfigError(f"data.crop_size is null (whole images), but {key} holds {path} ({width}x{height}) "
+                                  f"and {first[0]} holds {first[1]} ({first[2]}x{first[3]}): whole images must all "
+                                  f"have one size to be batched; set data.crop_size (at most {shortest}, the shortest side "
+                                  f"seen) or resize the images (data_prep/)")
 
 
 def _check_vae(cfg: VAETrainConfig) -> None:
