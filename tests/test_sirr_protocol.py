@@ -11,6 +11,7 @@ from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from latent_pmrf.cli.main import EVALUATE_PROTOCOLS, main
+from latent_pmrf.data.image_io import ImageReadError
 from latent_pmrf.data.sirr_datasets import REAL20_STEMS, SIRR_TEST_SETS
 from latent_pmrf.metrics.evaluate import PROTOCOLS
 from latent_pmrf.metrics.sirr import evaluate_sirr, sirr_psnr_ssim
@@ -140,3 +141,29 @@ def test_protocol_table_and_benchmark_counts():
                                                          "sir2_wild": 55, "nature": 20}
     assert sum(s.count for s in SIRR_TEST_SETS) == 494
     assert sum(s.count for s in SIRR_TEST_SETS if s.group == "sir2") == 454
+
+
+def test_an_unreadable_prediction_is_named_left_out_and_exits_3(benchmark, tmp_path, capsys):
+    """As `evaluate` does for the default protocol: the library refuses, the CLI evaluates the
+    readable pairs (equal to the clean subset), names the file, counts the images and exits 3."""
+    gt_root, pred_root, _ = benchmark
+    broken = pred_root / "SIR2/SolidObjectDataset/o2.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(ImageReadError, match="o2.png"):
+        evaluate_sirr(pred_root, gt_root, progress=False)
+    out = tmp_path / "results.csv"
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", "--protocol", "sirr", "--pred", str(pred_root), "--gt", str(gt_root), "--label", "partial",
+              "--out", str(out)])
+    assert exit_.value.code == 3
+    printed = capsys.readouterr()
+    assert str(broken) in " ".join((printed.out + printed.err).split())
+    row = next(csv.DictReader(out.open()))
+    assert row["images"] == "26"
+    # the other sets are untouched; SolidObjectDataset's mean is that of its two readable pairs
+    solid = tmp_path / "solid"
+    for name in ("o1", "o3"):
+        for side in ("transmission_layer", "blended"):
+            save(solid / side / f"{name}.png", np.asarray(Image.open(gt_root / "SIR2/SolidObjectDataset" / side / f"{name}.png")))
+    clean = evaluate_sirr(pred_root / "SIR2/SolidObjectDataset", solid, progress=False)
+    assert float(row["sir2_objects/psnr"]) == pytest.approx(clean.summary["psnr"], abs=1e-4)  # the CSV has 4 decimals

@@ -146,7 +146,7 @@ def _evaluate(args: argparse.Namespace) -> None:
                   if value]
         if unused:
             raise ValueError(f"--protocol sirr takes no {', '.join(unused)}")
-        result = evaluate_sirr(args.pred, args.gt, label=args.label)
+        result = evaluate_sirr(args.pred, args.gt, label=args.label, skip_unreadable=True)
     else:
         metrics = args.metrics or DEFAULT_EVALUATE_METRICS
         result = evaluate_folders(args.pred, args.gt, args.posterior_mean, [m.strip() for m in metrics.split(",")],

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.image_io import list_images, read_image, to_uint8
+from ..data.image_io import ImageReadError, list_images, read_image, to_uint8
 from ..data.sirr_datasets import SIRR_TEST_SETS, TRANSMISSION, align_to_multiple, list_pairs, pil_resize
 from .evaluate import EvaluationResult
 
@@ -87,14 +87,18 @@ def match_predictions(truths: list[Path], truth_dir: Path, pred_dir: Path) -> li
 
 
 def evaluate_sirr(pred: str | Path, gt: str | Path, label: str | None = None,
-                  progress: bool = True) -> EvaluationResult:
+                  progress: bool = True, skip_unreadable: bool = False) -> EvaluationResult:
     """The protocol on a pair folder or a whole test root (see ``benchmark_sets``). Predictions for
     a set at ``gt/S`` sit in ``pred/S`` (``pred/test/SIR2/WildSceneDataset`` for a data root; for one
     pair folder, in ``pred``), or in its ``restored/`` subfolder; each pairs with the GT of the same
     name without extension.
 
     Summary: ``psnr``/``ssim`` over all images, ``<set>/psnr`` and ``<set>/ssim`` per set, and
-    ``sir2/...`` over SIR²'s subsets pooled when the root has more than one of them."""
+    ``sir2/...`` over SIR²'s subsets pooled when the root has more than one of them.
+
+    An unreadable image raises, naming it; with ``skip_unreadable`` (the CLI) its pair is left out,
+    named in ``failed``, and ``meta['images']`` and ``meta['sets']`` count the pairs evaluated, as in
+    ``evaluate_folders``."""
     pred, gt = Path(pred), Path(gt)
     label = label or pred.name
     sets = benchmark_sets(gt)
@@ -109,9 +113,23 @@ def evaluate_sirr(pred: str | Path, gt: str | Path, label: str | None = None,
         from rich.progress import track
 
         jobs = track(jobs, description=f"evaluating {label} (sirr)")
+    failed: dict[str, str] = {}
     for name, group, truth, prediction in jobs:
-        psnr, ssim = sirr_psnr_ssim(*protocol_pair(_read_uint8(prediction), _read_uint8(truth)))
+        images = []
+        try:
+            for path in (prediction, truth):
+                images.append(_read_uint8(path))
+        except ImageReadError as err:
+            if not skip_unreadable:
+                raise
+            failed[str(path)] = str(err)
+            continue
+        psnr, ssim = sirr_psnr_ssim(*protocol_pair(*images))
         per_image.append({"file": f"{name}/{truth.stem}", "set": name, "group": group, "psnr": psnr, "ssim": ssim})
+    evaluated_sets = {r["set"] for r in per_image}
+    if len(evaluated_sets) < len(sets):
+        unread = [name for name, *_ in sets if name not in evaluated_sets]
+        raise ValueError(f"no image pair of {', '.join(unread)} could be read: " + "; ".join(list(failed.values())[:3]))
 
     summary: dict[str, float] = {m: float(np.mean([r[m] for r in per_image])) for m in ("psnr", "ssim")}
     groups: dict[str, list[str]] = {}
@@ -128,4 +146,4 @@ def evaluate_sirr(pred: str | Path, gt: str | Path, label: str | None = None,
     meta = {"protocol": PROTOCOL, "pred": str(pred), "gt": str(gt), "images": len(per_image),
             "sets": ", ".join(f"{n} {c}" for n, c in counts.items())}
     rows = [{k: v for k, v in r.items() if k != "group"} for r in per_image]
-    return EvaluationResult(label, summary, rows, meta=meta)
+    return EvaluationResult(label, summary, rows, meta=meta, failed=failed)
