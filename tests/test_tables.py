@@ -189,3 +189,38 @@ def test_table_command_evaluates_then_tabulates(faces_dir, tmp_path, capsys):
     assert "26.3887" in markdown and f"| blur |  | {ours:.4f} |" in markdown
     assert (tmp_path / "tables" / "table4.md").read_text() == markdown
     assert (tmp_path / "tables" / "table4.restoration-results.csv").is_file()
+
+
+def test_table_command_leaves_out_an_unreadable_output_names_it_and_exits_3(faces_dir, tmp_path, capsys):
+    """As `evaluate` does: the row covers the readable pairs (its images column says how many)."""
+    import cv2
+
+    pred = tmp_path / "blur"
+    pred.mkdir()
+    expected = []
+    paths = sorted((faces_dir / "hq").glob("*.png"))[:3]
+    for path in paths:
+        gt = cv2.imread(str(path))
+        blurred = cv2.GaussianBlur(gt, (0, 0), 2.0)
+        cv2.imwrite(str(pred / path.name), blurred)
+        mse = np.mean((gt.astype(np.float64) - blurred.astype(np.float64)) ** 2)
+        expected.append(10 * np.log10(255.0**2 / mse))
+    broken = pred / paths[1].name
+    broken.write_bytes(b"\x89PNG truncated")
+    gt_dir = tmp_path / "gt"
+    gt_dir.mkdir()
+    for path in paths:
+        (gt_dir / path.name).write_bytes(path.read_bytes())
+
+    out = tmp_path / "tables" / "table4"
+    with pytest.raises(SystemExit) as exit_:
+        main(["table", "4", "--run", f"blur={pred}", "--gt", str(gt_dir), "--metrics", "psnr", "--out", str(out),
+              "--device", "cpu"])
+    assert exit_.value.code == 3
+    printed = capsys.readouterr()
+    assert str(broken) in " ".join((printed.out + printed.err).split())
+    with (tmp_path / "tables" / "table4.csv").open(newline="") as f:
+        rows = {r["row"] or r["our_label"]: r for r in csv.DictReader(f)}
+    assert float(rows["blur"]["psnr (ours)"]) == pytest.approx(np.mean([expected[0], expected[2]]), abs=1e-3)
+    with (tmp_path / "tables" / "table4.restoration-results.csv").open(newline="") as f:
+        assert next(csv.DictReader(f))["images"] == "2"

@@ -221,11 +221,16 @@ def _metrics(args: argparse.Namespace) -> None:
 
 
 def _table(args: argparse.Namespace) -> None:
+    from .restore import EXIT_PARTIAL
     from .table import table_from_args
 
-    markdown, paths = table_from_args(args, console)
+    markdown, paths, failed = table_from_args(args, console)
     print(markdown, end="")
     console.print("wrote " + ", ".join(str(p) for p in paths))
+    if failed:
+        console.print(f"[yellow]{len(failed)} file(s) could not be read and were left out: the rows they belong "
+                      "to cover fewer images than the set (their results CSV's images column)[/yellow]", soft_wrap=True)
+        sys.exit(EXIT_PARTIAL)
 
 
 DEVICE_HELP = "cpu, cuda, cuda:N, ... (default auto: cuda when available)"

@@ -45,44 +45,54 @@ def part_metrics(table: PaperTable, part: str) -> list[str]:
 
 
 def run_part(table: PaperTable, part: str, runs: dict[str, str], results_csv: Path, options: EvaluationOptions,
-             console: Console) -> None:
-    """Evaluate each ``label -> folder`` of ``runs`` and upsert its row into ``results_csv``."""
+             console: Console) -> dict[str, str]:
+    """Evaluate each ``label -> folder`` of ``runs`` and upsert its row into ``results_csv``; returns
+    the unreadable files left out (named as they are met; each row's ``images`` counts its pairs)."""
     from ..metrics.evaluate import evaluate_folders
     from ..metrics.results import write_results
 
     metrics = options.metrics or part_metrics(table, part)
+    failed: dict[str, str] = {}
     for label, folder in runs.items():
         if not Path(folder).is_dir():
             raise FileNotFoundError(f"--run {label}={folder}: not a folder")
         result = evaluate_folders(folder, options.gt, metrics=metrics, reference=options.reference,
                                   fid_stats=options.fid_stats, device=options.device, batch_size=options.batch_size,
-                                  label=label, skip_missing=options.skip_missing, progress=False)
+                                  label=label, skip_missing=options.skip_missing, skip_unreadable=True, progress=False)
         write_results(result, results_csv)
         for name, reason in result.skipped.items():
             console.print(f"[yellow]skipped[/yellow] {label} {name}: {reason}")
-        console.print(f"{part} {label}: " + ", ".join(f"{k}={v:.4f}" for k, v in result.summary.items()))
+        for reason in result.failed.values():
+            console.print(f"[yellow]left out[/yellow] {label}: {reason}", soft_wrap=True)
+        failed.update(result.failed)
+        console.print(f"{part} {label}: " + ", ".join(f"{k}={v:.4f}" for k, v in result.summary.items())
+                      + f" ({result.meta['images']} images)")
+    return failed
 
 
 def make_table(number: int, out: str | Path, results: dict[str, str], runs: dict[str, dict[str, str]],
-               rows: dict[str, str], options: EvaluationOptions, console: Console) -> tuple[str, tuple[Path, Path]]:
-    """Run the ``runs`` of each part, then build and write Table ``number``; returns the markdown and paths."""
+               rows: dict[str, str], options: EvaluationOptions,
+               console: Console) -> tuple[str, tuple[Path, Path], dict[str, str]]:
+    """Run the ``runs`` of each part, then build and write Table ``number``; returns the markdown, the
+    paths and the unreadable files the evaluations left out."""
     table = paper_table(number)
     unknown = sorted((set(results) | set(runs)) - set(table.parts))
     if unknown:
         raise ValueError(f"table {number} has no {', '.join(unknown)} part; its parts: {', '.join(table.parts)}")
     out = Path(out)
     csv_of = {part: Path(path) for part, path in results.items()}
+    failed: dict[str, str] = {}
     for part, part_runs in runs.items():
         csv_of.setdefault(part, out.with_name(f"{out.name}.{part}-results.csv"))
-        run_part(table, part, part_runs, csv_of[part], options, console)
+        failed.update(run_part(table, part, part_runs, csv_of[part], options, console))
     if not csv_of:
         raise ValueError(f"table {number}: give results CSVs or folders to evaluate "
                          f"(parts: {', '.join(table.parts)}; see `latent-pmrf table --help`)")
     markdown, csv_rows = build_table(number, csv_of, rows)
-    return markdown, write_table(out, markdown, csv_rows)
+    return markdown, write_table(out, markdown, csv_rows), failed
 
 
-def table_from_args(args: argparse.Namespace, console: Console) -> tuple[str, tuple[Path, Path]]:
+def table_from_args(args: argparse.Namespace, console: Console) -> tuple[str, tuple[Path, Path], dict[str, str]]:
     """``latent-pmrf table`` arguments -> ``make_table``. ``--results`` / ``--run`` name the part of a
     one-part table (Table 4); Tables 1-3 take ``--reconstruction-*`` / ``--restoration-*``."""
     table = paper_table(args.number)
