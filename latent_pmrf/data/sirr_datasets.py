@@ -246,13 +246,13 @@ class ReflectionPairDataset(_SeededItems):
 
     def __init__(self, roots: list[tuple[str | Path, tuple[str, ...] | None, int | None]],
                  augment: SIRRAugmentConfig | None = None, seed: int = 0, train: bool = True,
-                 on_read_error: str = "skip", small_images: str = "skip"):
+                 on_read_error: str = "skip", small_images: str = "skip", cache: bool = False):
         pairs = [pair for root, names, limit in roots for pair in list_pairs(root, names, limit)]
         policy = on_read_error if train else "raise"
         if policy not in READ_ERROR_POLICIES:
             raise ValueError(f"on_read_error must be one of {READ_ERROR_POLICIES}, got {policy!r}")
-        self.blended = ImageFiles([b for b, _ in pairs], on_read_error="raise")
-        self.transmission = ImageFiles([t for _, t in pairs], on_read_error="raise")
+        self.blended = ImageFiles([b for b, _ in pairs], on_read_error="raise", cache=cache)
+        self.transmission = ImageFiles([t for _, t in pairs], on_read_error="raise", cache=cache)
         check_small_images(small_images)
         self.on_read_error, self.small_images = policy, small_images
         self.augment = augment or SIRRAugmentConfig()
@@ -326,12 +326,12 @@ class SyntheticReflectionDataset(_SeededItems):
     def __init__(self, background_sources: list[tuple[str | Path, int | None]],
                  reflection_sources: list[tuple[str | Path, int | None]] | None, synthesis: ReflectionSynthesis,
                  augment: SIRRAugmentConfig | None = None, seed: int = 0, train: bool = True,
-                 on_read_error: str = "skip", small_images: str = "skip"):
+                 on_read_error: str = "skip", small_images: str = "skip", cache: bool = False):
         policy = on_read_error if train else "raise"
         self.augment = augment or SIRRAugmentConfig()
         floor = crop_floor(self.augment, train)
-        self.backgrounds = ImageFiles.from_sources(background_sources, policy, floor, small_images)
-        self.reflections = (ImageFiles.from_sources(reflection_sources, policy, floor, small_images)
+        self.backgrounds = ImageFiles.from_sources(background_sources, policy, floor, small_images, cache)
+        self.reflections = (ImageFiles.from_sources(reflection_sources, policy, floor, small_images, cache)
                             if reflection_sources else None)
         if self.reflections is None and len(self.backgrounds) < 2:
             raise ValueError(f"reflections drawn from the backgrounds need at least 2 images, found "

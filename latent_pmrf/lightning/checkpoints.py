@@ -35,7 +35,7 @@ from ..flow.pipeline import torch_load_problem
 RESUMABLE = ("trainer.max_steps", "trainer.devices", "trainer.num_nodes", "trainer.accelerator", "trainer.strategy",
              "trainer.progress_bar", "trainer.log_every_n_steps", "trainer.val_every_n_steps",
              "trainer.checkpoint_every_n_steps", "trainer.output_dir", "trainer.resume", "data.num_workers",
-             "data.cache_images",
+             "data.cache_images", "sirr.data.cache_images",
              "data.val_batch_size", "data.val_limit", "convergence.every_n_steps", "convergence.metrics",
              "convergence.skip_missing", "val_euler_steps", "trainer.compile", "model.activation_checkpointing")
 

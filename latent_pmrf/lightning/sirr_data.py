@@ -74,6 +74,8 @@ class SIRRDataConfig:
     on_read_error: str = "skip"  # training sets; validation always raises
     # a training image (pair) smaller than the crop: "skip" it (counted) or "upscale" it (ImageFiles)
     small_images: str = "skip"
+    # keep the decoded training images in memory (float32, in each dataloader worker): for small sets
+    cache_images: bool = False
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.sources]
@@ -110,11 +112,11 @@ def build_sirr_datasets(cfg: SIRRDataConfig) -> tuple[Dataset, Dataset | None]:
                 [(cfg.path(s.root), s.limit) for s in source.background],
                 [(cfg.path(s.root), s.limit) for s in source.reflection] or None, synthesis, cfg.augment,
                 seed=cfg.seed, train=True, on_read_error=cfg.on_read_error,
-                small_images=cfg.small_images))
+                small_images=cfg.small_images, cache=cfg.cache_images))
         else:
             sources.append(ReflectionPairDataset([(cfg.path(p), None, None) for p in source.pairs], cfg.augment,
                                                  seed=cfg.seed, train=True, on_read_error=cfg.on_read_error,
-                                                 small_images=cfg.small_images))
+                                                 small_images=cfg.small_images, cache=cfg.cache_images))
     length = cfg.epoch_length or sum(len(s) for s in sources)
     train = MixedSourcesDataset(sources, [s.ratio for s in cfg.sources], length, seed=cfg.seed)
     if not cfg.val:
