@@ -47,6 +47,10 @@ oneDNN 3×3 convolutions run faster than it, so a conv net can exceed 100 %):
                          compiled  1.56 s/step                 67 GFLOP/s   36 %  (0.79x eager; equal to 2.5e-6)
       activation ckpt    eager     1.71 s/step   131.2 GFLOP   77 GFLOP/s   41 %  peak RSS 2669 -> 2475 MiB
 
+After the decoder's resize convs became phase convs (models/vae_blocks.py), measured back to back
+with the code before them, median of 5, when the machine ran slower than above: Sim-VAE 9.65 vs
+10.35 s/step (7 % faster), 2264.7 vs 2425.7 GFLOP, 121 % vs 125 % of the peak (target: met).
+
 On this CPU torch.compile (inductor, C++) is slower than eager for both nets: their time is in
 oneDNN convolutions / MKL matmuls either way, and inductor's generated loops for the norms and
 the neighbourhood-attention gathers do not beat ATen's. At batch 1 the HDiT's memory is mostly
