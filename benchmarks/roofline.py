@@ -14,6 +14,8 @@ matmul peak, measured in the same run (project issue 16), so a time reads agains
 * ``fraction``: "achieved / peak" as a percentage.
 * ``median_time``, ``relative_diff``, ``peak_memory_meter``, ``sync_for``: the timing, compiled-vs-
   eager comparison and memory reading every benchmark shares.
+* ``add_timing_args``, ``timing_defaults``: the options the training-step benchmarks share
+  (``train_step.py``, ``vae_speed.py``) and their per-device defaults.
 
 Run from the repository root; prints the peak for fp32 (and bf16 on CUDA)::
 
@@ -121,6 +123,26 @@ def fraction(achieved: float, peak: float) -> str:
 def achieved_cell(flops: float, seconds: float, peak: float) -> str:
     """A table cell: achieved FLOP/s and its fraction of the peak, e.g. '12.3 GFLOP/s (14.1 %)'."""
     return f"{format_rate(flops / seconds)} ({fraction(flops / seconds, peak)})"
+
+
+def add_timing_args(p: argparse.ArgumentParser) -> None:
+    """--device, --batch-size, --reps, --warmup, --dtype and --json, as the training-step benchmarks
+    take them; ``timing_defaults`` fills in the per-device defaults after parsing."""
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch-size", type=int, help="default: 8 on CUDA, 1 on CPU")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--warmup", type=int, help="default: 3 on CUDA, 1 on CPU")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16 = autocast")
+    p.add_argument("--json", help="also write the numbers to this file")
+
+
+def timing_defaults(args: argparse.Namespace) -> bool:
+    """Set ``args.batch_size`` (8 on CUDA, 1 on CPU) and ``args.warmup`` (3 / 1) where not given;
+    returns whether the device is CUDA."""
+    cuda = torch.device(args.device).type == "cuda"
+    args.batch_size = args.batch_size or (8 if cuda else 1)
+    args.warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)
+    return cuda
 
 
 def peak_line(start: float, end: float, device: str, dtype: str) -> str:

@@ -76,8 +76,8 @@ from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
-from roofline import (DTYPES, count_flops, format_rate, fraction, matmul_peak, median_time, peak_line,
-                      peak_memory_meter, relative_diff, sync_for)
+from roofline import (DTYPES, add_timing_args, count_flops, format_rate, fraction, matmul_peak, median_time,
+                      peak_line, peak_memory_meter, relative_diff, sync_for, timing_defaults)
 from torch import nn
 
 from latent_pmrf.flow import flow_matching_loss, stratified_uniform
@@ -223,23 +223,16 @@ def worker(args: argparse.Namespace) -> dict:
 # ---------------------------------------------------------------------------------------- report
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_timing_args(p)
     p.add_argument("--tasks", nargs="+", choices=TASKS, help="default: sim_vae hdit, and looformer on CUDA")
     p.add_argument("--size", type=int, default=256, help="image side; latents are size/8")
-    p.add_argument("--batch-size", type=int, help="default: 8 on CUDA, 1 on CPU")
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--warmup", type=int, help="default: 3 on CUDA, 1 on CPU")
-    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16 = autocast")
     p.add_argument("--compile", action="store_true", help="also time a compile_module'd copy; check its outputs")
     p.add_argument("--activation-checkpointing", action="store_true",
                    help="time the velocity nets with and without it; compare peak memory")
-    p.add_argument("--json", help="also write the numbers to this file")
     p.add_argument("--worker", choices=TASKS, help=argparse.SUPPRESS)
     p.add_argument("--worker-checkpointing", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
-    cuda = torch.device(args.device).type == "cuda"
-    args.batch_size = args.batch_size or (8 if cuda else 1)
-    args.warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)
+    cuda = timing_defaults(args)
     args.tasks = args.tasks or ["sim_vae", "hdit", *(["looformer"] if cuda else [])]
     if args.size % 32:
         p.error(f"--size must be a multiple of 32 (VAE factor 8 × velocity-net multiple 4), got {args.size}")

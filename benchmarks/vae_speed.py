@@ -67,8 +67,8 @@ import subprocess
 import sys
 
 import torch
-from roofline import (DTYPES, achieved_cell, count_flops, matmul_peak, median_time, peak_line, peak_memory_meter,
-                      sync_for)
+from roofline import (DTYPES, achieved_cell, add_timing_args, count_flops, matmul_peak, median_time, peak_line,
+                      peak_memory_meter, sync_for, timing_defaults)
 
 MODELS = {"sim_vae": "Sim-VAE c32", "autoencoder_kl": "AutoencoderKL f8c32"}
 TARGET_SPEEDUP = 1.25
@@ -170,21 +170,14 @@ def worker(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--batch-size", type=int, help="default: 8 on CUDA, 1 on CPU")
+    add_timing_args(p)
     p.add_argument("--size", type=int, default=256)
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--warmup", type=int, help="default: 3 on CUDA, 1 on CPU")
-    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16 = autocast")
     p.add_argument("--channels-last", action="store_true", help="channels_last models and inputs")
     p.add_argument("--peer-phase-upsample", action="store_true",
                    help="AutoencoderKL's resize convs computed as Sim-VAE's are (like for like; see the docstring)")
-    p.add_argument("--json", help="also write the numbers to this file")
     p.add_argument("--worker", choices=MODELS, help=argparse.SUPPRESS)
     args = p.parse_args()
-    cuda = args.device.startswith("cuda")
-    args.batch_size = args.batch_size or (8 if cuda else 1)
-    args.warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)
+    cuda = timing_defaults(args)
 
     if args.worker:
         print(json.dumps(worker(args)))
