@@ -104,9 +104,10 @@ class EMA(L.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         """Leave the EMA weights in the model, for whatever uses it after ``fit``. The live weights are
-        kept aside for a checkpoint written after this (ModelCheckpoint saves ``last.ckpt`` in its own
-        ``on_train_end``, after this callback's, when max_steps is not a multiple of its interval):
-        a run resumed from it to train longer must continue from them, not from the EMA."""
+        kept aside for any checkpoint written after this (Lightning's ``ModelCheckpoint`` may write
+        ``last.ckpt`` from its own ``on_train_end``, which runs after this one; ``fit``'s
+        ``StepCheckpoint`` saves the final step before): a run resumed from it to train longer must
+        continue from them, not from the EMA."""
         target = self._target(pl_module)[1]
         self._live_at_end = {k: v.detach().clone() for k, v in target.state_dict().items()}
         with torch.no_grad():
