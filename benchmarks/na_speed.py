@@ -6,6 +6,9 @@ inside the map, NATTEN semantics) on random (B, H, W, heads, D) q, k, v:
 * ``brute_force`` -- dense SDPA over all H·W keys with a boolean window mask (the reference);
 * ``torch``       -- the tiled PyTorch fallback that HDiT uses on CPU or without NATTEN;
 * ``natten``      -- ``natten.functional.na2d`` fused kernels (CUDA, NATTEN >= 0.20 with libnatten).
+* ``natten_flex`` -- where NATTEN lacks libnatten (a build without CUDA, as ``gpu_check.py`` carries):
+  ``na2d``'s flex-attention backend compiled by Triton (CUDA only; dropped, with the error
+  printed, if it fails).
 
 Each is timed for
 
@@ -65,7 +68,8 @@ from latent_pmrf.models.attention import (
     neighborhood_attention,
 )
 
-IMPLS = {"brute_force": "brute force (dense, masked)", "torch": "PyTorch fallback (tiled)", "natten": "NATTEN na2d"}
+IMPLS = {"brute_force": "brute force (dense, masked)", "torch": "PyTorch fallback (tiled)", "natten": "NATTEN na2d",
+         "natten_flex": "NATTEN na2d, flex (compiled)"}
 TARGET_SPEEDUP = 10.0
 TARGET_MAX_DIFF = 1e-5
 
@@ -73,12 +77,16 @@ TARGET_MAX_DIFF = 1e-5
 def attention_fn(name: str):
     if name == "brute_force":
         return brute_force_neighborhood_attention
+    if name == "natten_flex":
+        na2d = natten_na2d()
+        return lambda q, k, v, kernel_size: na2d(q.contiguous(), k.contiguous(), v.contiguous(),
+                                                 kernel_size=kernel_size, backend="flex-fna", torch_compile=True)
     return lambda q, k, v, kernel_size: neighborhood_attention(q, k, v, kernel_size, backend=name)
 
 
 def executed_flops(name: str, shape: tuple[int, ...], kernel_size: int) -> tuple[int, int]:
     """(forward, forward+backward) FLOPs of one call, counted on the meta device (NATTEN: analytic)."""
-    if name == "natten":
+    if name.startswith("natten"):
         batch, height, width, heads, head_dim = shape
         forward = 4 * batch * height * width * heads * kernel_size**2 * head_dim
         return forward, 3 * forward
@@ -124,7 +132,8 @@ def main() -> None:
     args.warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 
-    names = ["brute_force", "torch"] + (["natten"] if cuda and natten_na2d(require_fused=True) else [])
+    natten_row = ["natten"] if natten_na2d(require_fused=True) else (["natten_flex"] if natten_na2d() else [])
+    names = ["brute_force", "torch"] + (natten_row if cuda else [])
     peak_start = matmul_peak(args.device, DTYPES[args.dtype], reps=args.reps)
     gen = torch.Generator(device=args.device).manual_seed(0)
     shape = (args.batch_size, args.size, args.size, args.heads, args.head_dim)
@@ -146,6 +155,13 @@ def main() -> None:
 
     fwd = {name: forward(attention_fn(name)) for name in names}
     fwd_bwd = {name: forward_backward(attention_fn(name)) for name in names}
+    if "natten_flex" in names:  # compiles on its first call; may not support these shapes or this torch
+        try:
+            fwd_bwd["natten_flex"]()
+        except Exception as err:  # noqa: BLE001 -- reported, and the other rows still run
+            print(f"natten_flex dropped: {type(err).__name__}: {err}")
+            names.remove("natten_flex")
+            del fwd["natten_flex"], fwd_bwd["natten_flex"]
     results = {name: {} for name in names}
     for key, times in (("fwd_s", interleaved_median_times(fwd, args.warmup, args.reps, sync)),
                        ("fwd_bwd_s", interleaved_median_times(fwd_bwd, args.warmup, args.reps, sync))):

@@ -11,9 +11,10 @@ NNODES=${NNODES:-1}
 GPUS=${GPUS:-8}
 CONFIG=${CONFIG:-configs/latent_pmrf/ffhq512_c32.yaml}
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
-venv="$(make -s --no-print-directory -C "$repo" print-venv)"
+# the project's venv (make venv), unless PYTHON_BIN names another interpreter with the dependencies
+python="${PYTHON_BIN:-$(make -s --no-print-directory -C "$repo" print-venv)/bin/python}"
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
-exec "$venv/bin/python" -m torch.distributed.run --nnodes="$NNODES" --node-rank="${NODE_RANK:-0}" --nproc-per-node="$GPUS" \
+exec "$python" -m torch.distributed.run --nnodes="$NNODES" --node-rank="${NODE_RANK:-0}" --nproc-per-node="$GPUS" \
     --master-addr="${MASTER_ADDR:-127.0.0.1}" --master-port="${MASTER_PORT:-29500}" \
     -m latent_pmrf train "$CONFIG" trainer.devices="$GPUS" trainer.num_nodes="$NNODES" \
     trainer.strategy=ddp data.batch_size=$((64 / (GPUS * NNODES))) "$@"
