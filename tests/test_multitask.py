@@ -42,6 +42,17 @@ def test_task_mix_draws_by_ratio_and_tags_items():
     assert set(items[0]) == {"lq", "gt", "skipped", "path", "index", "task"}
 
 
+
+@pytest.mark.parametrize("datasets, ratios, message", [
+    ([5, 0], [0.5, 0.5], r"task\(s\) \[1\] have a ratio > 0 but no items"),
+    ([5, 7], [0.5, 0.6], "task ratios must be >= 0 and sum to 1"),
+    ([5], [0.5, 0.5], "need one ratio per task, got 2 ratio"),
+])
+def test_task_mix_refuses_a_mixture_it_cannot_draw(datasets, ratios, message):
+    with pytest.raises(ValueError, match=message):
+        TaskMixDataset([Numbers(k, n) for k, n in enumerate(datasets)], ratios, length=10)
+    TaskMixDataset([Numbers(0, 5), Numbers(1, 0)], [1.0, 0.0], length=10)[(0, 0)]  # an empty task never drawn is fine
+
 @pytest.fixture
 def multitask_run(tmp_path, faces_dir):
     save_tiny_frozen_nets(tmp_path)

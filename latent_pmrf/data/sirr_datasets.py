@@ -32,6 +32,7 @@ from .bfr_datasets import item_rng
 from .image_folder import (MAX_CONSECUTIVE_SKIPS, READ_ERROR_POLICIES, ImageFiles, center_crop, check_small_images,
                            random_crop, to_tensor, upscale_short_side)
 from .image_io import ImageReadError, list_images, to_uint8
+from .mixing import check_mixture
 from .reflection import ReflectionParams, ReflectionSynthesis, SynthesizedReflection
 
 log = logging.getLogger(__name__)
@@ -374,15 +375,7 @@ class MixedSourcesDataset(Dataset):
     the same way). The item's ``index`` is the mix's index."""
 
     def __init__(self, sources: list[ItemSource], ratios: list[float], length: int, seed: int = 0):
-        if len(sources) != len(ratios) or not sources:
-            raise ValueError(f"need one ratio per source, got {len(ratios)} ratio(s) for {len(sources)} source(s)")
-        if any(r < 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
-            raise ValueError(f"source ratios must be >= 0 and sum to 1, got {ratios}")
-        empty = [k for k, (s, r) in enumerate(zip(sources, ratios, strict=True)) if r > 0 and len(s) == 0]
-        if empty:
-            raise ValueError(f"source(s) {empty} have a ratio > 0 but no items")
-        if length < 1:
-            raise ValueError(f"a mixed dataset needs length >= 1, got {length}")
+        check_mixture([len(s) for s in sources], ratios, length, "source")
         self.sources, self.ratios, self.length, self.seed = sources, list(ratios), length, seed
         self.epoch = 0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from torch.utils.data import Dataset
 
 from .bfr_datasets import item_rng
+from .mixing import check_mixture
 
 KEYS = ("lq", "gt", "skipped", "path")
 TASK_STREAM = 0x7A5C  # keeps this draw apart from the tasks' own (seed, epoch, index) streams
@@ -21,12 +22,7 @@ TASK_STREAM = 0x7A5C  # keeps this draw apart from the tasks' own (seed, epoch, 
 
 class TaskMixDataset(Dataset):
     def __init__(self, datasets: list[Dataset], ratios: list[float], length: int, seed: int = 0):
-        if len(datasets) != len(ratios) or not datasets:
-            raise ValueError(f"need one ratio per task dataset, got {len(ratios)} for {len(datasets)}")
-        if any(r < 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
-            raise ValueError(f"task ratios must be >= 0 and sum to 1, got {ratios}")
-        if length < 1:
-            raise ValueError(f"a task mix needs length >= 1, got {length}")
+        check_mixture([len(d) for d in datasets], ratios, length, "task")
         self.datasets, self.ratios, self.length, self.seed = datasets, list(ratios), length, seed
         self.epoch = 0
 
