@@ -68,6 +68,20 @@ def test_plot_pd_cli(tmp_path, capsys):
     assert "C" not in out.split("Pareto front:")[1].split("\n")[0]  # C is dominated by B
 
 
+def test_plot_pd_reference_rows_are_drawn_but_never_on_the_front(tmp_path, capsys):
+    import json
+
+    csv_path = tmp_path / "results.csv"
+    # "vae_of_gt" dominates every method, and C is dominated by B alone
+    csv_path.write_text("method,psnr,fid\nA,26.0,40\nB,25.0,30\nC,24.0,35\nvae_of_gt,28.0,20\n")
+    main(["plot-pd", str(csv_path), "--x", "psnr", "--y", "fid", "--out", str(tmp_path / "pd.png"),
+          "--reference", "vae_of_gt"])
+    data = json.loads(capsys.readouterr().out)
+    assert set(data["front"]) == {"A", "B"} and "vae_of_gt" in data["points"]
+    main(["plot-pd", str(csv_path), "--x", "psnr", "--y", "fid", "--out", str(tmp_path / "pd.png")])
+    assert json.loads(capsys.readouterr().out)["front"] == ["vae_of_gt"]
+
+
 def test_json_outputs_are_valid_json_with_reasons(tmp_path, capsys):
     """Issue 17: 'never reached' and non-finite values are null with a reason, never Infinity / NaN."""
     import json

@@ -130,6 +130,9 @@ def test_quickstart_writes_its_outputs(tmp_path):
     with (tmp_path / "eval" / "results.csv").open() as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
     assert {"lq", "posterior_mean", "latent_pmrf_K1", "latent_pmrf_K25"} <= set(rows)
+    # what the VAE allows: the ground truth and f(y) through it, as reference rows of the table
+    assert {"gt_through_vae", "posterior_mean_through_vae"} <= set(rows)
+    assert len(list((tmp_path / "eval" / "gt_through_vae").glob("*.png"))) == 4
     x, y = saved["evaluation"]["pd_axes"]
     assert len({(rows[m][x], rows[m][y]) for m in rows}) >= 3 and (tmp_path / "pd.png").stat().st_size > 1000
     assert saved["evaluation"]["convergence"]["metric"] == "val/flow_loss" and (tmp_path / "convergence.png").is_file()
@@ -137,6 +140,9 @@ def test_quickstart_writes_its_outputs(tmp_path):
     exported = SimVAE.from_pretrained(tmp_path / "vae_export").config
     assert (exported.shift_factor, exported.scaling_factor) == (stats["shift_factor"], stats["scaling_factor"])
     assert set(saved["stage_seconds"]) >= {"Sim-VAE training", "posterior-mean training", "Latent-PMRF training"}
+    # a re-run continues (nothing left to train) and evaluates again over its earlier outputs
+    again = run_quickstart(tmp_path, max_steps=3, pm_steps=2, flow_steps=2)
+    assert again["restoration"] == metrics["restoration"]
 
 
 def test_ema_averages_only_the_autoencoder(faces_dir, tmp_path):

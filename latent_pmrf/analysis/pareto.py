@@ -5,6 +5,7 @@ labelled points and the Pareto front; which way each axis is better comes from t
 from __future__ import annotations
 
 import csv
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +27,13 @@ def pareto_front(x: np.ndarray, y: np.ndarray, x_lower_better: bool = True, y_lo
     return np.array(front, dtype=int)
 
 
-def plot_pd(results_csv: str | Path, x: str, y: str, out: str | Path, label: str = "method") -> dict:
+def plot_pd(results_csv: str | Path, x: str, y: str, out: str | Path, label: str = "method",
+            references: Collection[str] = ()) -> dict:
     """Scatter ``x`` vs ``y`` from a results CSV (one row per method/checkpoint/step count, a
-    ``label`` column naming it) and draw the Pareto front. Returns a JSON-safe dict: the labels on
-    the front, every plotted point, and the rows left out (a missing or non-finite value) with why."""
+    ``label`` column naming it) and draw the Pareto front. Rows labelled in ``references`` are
+    reference points, not methods (e.g. the VAE's reconstruction of the ground truth): drawn hollow,
+    never on the front. Returns a JSON-safe dict: the labels on the front, every plotted point
+    (references included), and the rows left out (a missing or non-finite value) with why."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,9 +58,13 @@ def plot_pd(results_csv: str | Path, x: str, y: str, out: str | Path, label: str
     xs = np.array([value(r[x]) for r in rows])
     ys = np.array([value(r[y]) for r in rows])
     names = [r[label] for r in rows]
-    front = pareto_front(xs, ys, better(x) != "higher", better(y) != "higher")
+    is_method = np.array([name not in references for name in names])
+    methods = np.flatnonzero(is_method)
+    front = methods[pareto_front(xs[methods], ys[methods], better(x) != "higher", better(y) != "higher")]
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    ax.scatter(xs, ys, s=18)
+    ax.scatter(xs[is_method], ys[is_method], s=18)
+    if not is_method.all():
+        ax.scatter(xs[~is_method], ys[~is_method], s=18, facecolors="none", edgecolors="gray", label="reference")
     for xi, yi, name in zip(xs, ys, names):
         ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(4, 3), fontsize=7)
     ax.step(xs[front], ys[front], where="post", color="tab:red", linewidth=1, label="Pareto front")

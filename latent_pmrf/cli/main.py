@@ -123,7 +123,7 @@ def _plot_convergence(args: argparse.Namespace) -> None:
 def _plot_pd(args: argparse.Namespace) -> None:
     from ..analysis.pareto import plot_pd
 
-    result = plot_pd(args.results, args.x, args.y, args.out, label=args.label)
+    result = plot_pd(args.results, args.x, args.y, args.out, label=args.label, references=args.reference)
     print(json.dumps(result, indent=2, allow_nan=False))
     console.print(f"Pareto front: {', '.join(result['front'])}\nwrote {args.out}")
 
@@ -391,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--x", default="psnr", help="distortion column (psnr, ind_rmse, ...)")
     p.add_argument("--y", default="fid", help="perception column (fid, ...)")
     p.add_argument("--label", default="method", help="column naming each point")
+    p.add_argument("--reference", nargs="+", default=[], metavar="LABEL",
+                   help="rows that are reference points, not methods (drawn hollow, never on the front)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_plot_pd)
 

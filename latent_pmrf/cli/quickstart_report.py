@@ -5,7 +5,11 @@ Four 256² crops of the held-out photo are degraded with fixed seeds; the traine
 restores them with K = 1, 5 and 25 Euler steps; the degraded input (``lq``) and f(y) are evaluated
 as methods of their own, so the table says what restoration gained over its input and the PD plane
 shows the paper's picture in miniature: the posterior mean at minimal distortion, more flow steps
-trading distortion for perceptual quality. Every metric whose pretrained file is
+trading distortion for perceptual quality. Two reference rows (hollow in the PD plane, never on
+its front) say what the VAE allows: ``gt_through_vae``, the ground truth encoded and decoded (the
+best any restoration decoded by this VAE can be, were its latent exact), and
+``posterior_mean_through_vae``, f(y) encoded and decoded (the flow's start, Eq. 7 without the
+noise, decoded as it stands). Every metric whose pretrained file is
 present is computed; the others are listed as skipped with the missing file. Q-Align (a 7B
 model) is left to ``latent-pmrf evaluate`` on a GPU. Set-level metrics (FID, FD/MMD-DINOv2) on
 four images run the real computation but are not meaningful at this size.
@@ -17,16 +21,19 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from rich.console import Console
 
 from ..analysis.pareto import plot_pd
 from ..analysis.run_logs import last_checkpoint
 from ..data.degradations import DegradationConfig
+from ..data.image_folder import to_tensor
 from ..data.image_io import read_image, to_uint8
 from ..metrics.evaluate import evaluate_folders
 from ..metrics.registry import METRICS
 from ..metrics.results import write_results
+from ..models.sim_vae import SimVAE
 from .restore import restore
 
 EULER_STEPS = (1, 5, 25)
@@ -37,6 +44,17 @@ QUICKSTART_METRICS = [m for m in METRICS if m != "qalign"]
 # (FID, FD/MMD-DINOv2) are in the table but are no axis here: four images cannot estimate a
 # 2048-d (FID) or 1024-d (DINOv2) covariance, so their values do not rank methods.
 PERCEPTION_AXIS = ("musiq", "clipiqa", "niqe", "piqe", "dists", "lpips_alex", "lpips_vgg")
+
+
+def _through_vae(vae: SimVAE, src: Path, dst: Path) -> Path:
+    """Each image of ``src`` encoded (posterior mode) and decoded by ``vae``, written to ``dst``."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for path in sorted(src.glob("*.png")):
+        x = to_tensor(read_image(path))[None]
+        with torch.no_grad():
+            recon = vae.decode(vae.encode(x).mode()).clamp(-1, 1)
+        Image.fromarray(to_uint8(recon[0])).save(dst / path.name)
+    return dst
 
 
 def _eval_set(photo: Path, degradation: DegradationConfig, folder: Path) -> tuple[Path, Path]:
@@ -63,12 +81,16 @@ def evaluate_quickstart(out: Path, photo: Path, flow_run: Path, degradation: Deg
     ckpt = last_checkpoint(flow_run)
     methods = {}
     for k in EULER_STEPS:
+        # overwrite: a re-run of the quickstart (its training continued or finished) evaluates again
         restore(ckpt, lq_dir, folder / f"K{k}", steps=k, seed=0, save_posterior_mean=(k == EULER_STEPS[-1]),
-                console=console)
+                console=console, overwrite=True)
         methods[f"latent_pmrf_K{k}"] = folder / f"K{k}" / "restored"
     pm_dir = folder / f"K{EULER_STEPS[-1]}" / "posterior_mean"
+    vae = SimVAE.from_pretrained(out / "vae_export").eval()  # the VAE the flow was trained in
+    through_vae = {f"{name}_through_vae": _through_vae(vae, src, folder / f"{name}_through_vae")
+                   for name, src in (("gt", gt_dir), ("posterior_mean", pm_dir))}
     # The degraded input is a row of its own: the table and the PD plane show what restoration gained.
-    methods = {"lq": lq_dir, "posterior_mean": pm_dir, **methods}
+    methods = {"lq": lq_dir, "posterior_mean": pm_dir, **methods, **through_vae}
 
     results = folder / "results.csv"
     results.unlink(missing_ok=True)
@@ -85,7 +107,7 @@ def evaluate_quickstart(out: Path, photo: Path, flow_run: Path, degradation: Deg
     if y_axis is None:
         skipped["pd.png"] = f"no perceptual metric available (tried {', '.join(PERCEPTION_AXIS)})"
     else:
-        plot_pd(results, "psnr", y_axis, out / "pd.png")
+        plot_pd(results, "psnr", y_axis, out / "pd.png", references=list(through_vae))
 
     return {"results_csv": str(results), "table_markdown": results.with_suffix(".md").read_text(),
             "metrics": computed, "skipped": skipped, "pd_axes": ["psnr", y_axis]}
