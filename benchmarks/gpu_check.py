@@ -141,8 +141,10 @@ def plan(device: str, smoke: bool, work: Path) -> list[Step]:
                            *args, "--json", str(out)], limit, result_json=out)
 
     def train(config: str, run: str, steps: int, *overrides: str) -> list[str]:
-        return [py, "-m", "latent_pmrf", "train", str(ROOT / "configs" / config),
-                f"data.train=[{{root: {data / 'train'}}}]", f"data.val_dir={data / 'val'}",
+        return [py, "-m", "latent_pmrf", "train", str(ROOT / "configs" / config), *run_overrides(run, steps, *overrides)]
+
+    def run_overrides(run: str, steps: int, *overrides: str) -> list[str]:
+        return [f"data.train=[{{root: {data / 'train'}}}]", f"data.val_dir={data / 'val'}",
                 f"trainer.output_dir={work / run}", f"trainer.max_steps={steps}", f"trainer.val_every_n_steps={steps}",
                 f"trainer.checkpoint_every_n_steps={steps}", f"trainer.log_every_n_steps={min(10, steps)}",
                 f"trainer.accelerator={'gpu' if cuda else 'cpu'}", "trainer.devices=1",
@@ -177,7 +179,7 @@ def plan(device: str, smoke: bool, work: Path) -> list[Step]:
                          "--input", str(data / "val"), "--output", str(work / "restored"), "--device", device,
                          "--steps", "25", "--overwrite"], 120, needs=("flow",)),
         Step("ddp", ["bash", str(ROOT / "configs" / "launch" / "torchrun.sh"),
-                     *train("vae/quickstart.yaml", "ddp", n, *vae)[5:], "trainer.strategy=ddp",
+                     *run_overrides("ddp", n, *vae), "trainer.strategy=ddp",
                      f"data.batch_size={8 if smoke else 32}"], 180,
              needs=("stage_photos",), env={"GPUS": "1", "CONFIG": str(ROOT / "configs/vae/quickstart.yaml"),
                                            "PYTHON_BIN": py, "MASTER_PORT": "29517"}),
