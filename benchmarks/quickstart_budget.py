@@ -22,8 +22,8 @@ step budget, bounds it. Variants measured the same way at 600 steps gained no mo
 (+0.58), lr 4e-3 (+0.52), 128² crops (+0.68), a ninth photo with a face (+0.67); at 2400 steps
 embed_dim 48 diverged (+0.33). Pixel-unshuffle by 2 instead of 4 (``model.scale=2
 model.img_size=32``: a 32² token grid, 1.7x the training time) gave +0.72 at 600 steps and +0.84
-at 1200, draw 0 +0.11 and +0.20 (2026-12-02, session 7). Draw 0 is the hardest of the eight (its
-gain is the minimum in every run).
+at 1200, draw 0 +0.11 and +0.20 (2026-12-02, session 7); draw 0 was the hardest of the eight (its
+gain was the minimum at both step counts).
 
     PYTHONPATH=. python benchmarks/quickstart_budget.py [--steps 300 600 1200 2400] [--draws 8]
         [--out runs/quickstart_budget]
