@@ -21,19 +21,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 from rich.console import Console
 
 from ..analysis.pareto import plot_pd
 from ..analysis.run_logs import last_checkpoint
 from ..data.degradations import DegradationConfig
-from ..data.image_folder import to_tensor
 from ..data.image_io import read_image, to_uint8
 from ..metrics.evaluate import evaluate_folders
 from ..metrics.registry import METRICS
 from ..metrics.results import write_results
-from ..models.sim_vae import SimVAE
+from .reconstruct import reconstruct
 from .restore import restore
 
 EULER_STEPS = (1, 5, 25)
@@ -44,17 +42,6 @@ QUICKSTART_METRICS = [m for m in METRICS if m != "qalign"]
 # (FID, FD/MMD-DINOv2) are in the table but are no axis here: four images cannot estimate a
 # 2048-d (FID) or 1024-d (DINOv2) covariance, so their values do not rank methods.
 PERCEPTION_AXIS = ("musiq", "clipiqa", "niqe", "piqe", "dists", "lpips_alex", "lpips_vgg")
-
-
-def _through_vae(vae: SimVAE, src: Path, dst: Path) -> Path:
-    """Each image of ``src`` encoded (posterior mode) and decoded by ``vae``, written to ``dst``."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for path in sorted(src.glob("*.png")):
-        x = to_tensor(read_image(path))[None]
-        with torch.no_grad():
-            recon = vae.decode(vae.encode(x).mode()).clamp(-1, 1)
-        Image.fromarray(to_uint8(recon[0])).save(dst / path.name)
-    return dst
 
 
 def _eval_set(photo: Path, degradation: DegradationConfig, folder: Path) -> tuple[Path, Path]:
@@ -86,9 +73,11 @@ def evaluate_quickstart(out: Path, photo: Path, flow_run: Path, degradation: Deg
                 console=console, overwrite=True)
         methods[f"latent_pmrf_K{k}"] = folder / f"K{k}" / "restored"
     pm_dir = folder / f"K{EULER_STEPS[-1]}" / "posterior_mean"
-    vae = SimVAE.from_pretrained(out / "vae_export").eval()  # the VAE the flow was trained in
-    through_vae = {f"{name}_through_vae": _through_vae(vae, src, folder / f"{name}_through_vae")
-                   for name, src in (("gt", gt_dir), ("posterior_mean", pm_dir))}
+    through_vae = {}  # encoded (posterior mode) and decoded by the VAE the flow was trained in
+    for name, src in (("gt", gt_dir), ("posterior_mean", pm_dir)):
+        through_vae[f"{name}_through_vae"] = folder / f"{name}_through_vae"
+        reconstruct(out / "vae_export", src, through_vae[f"{name}_through_vae"], quantize="round", console=console,
+                    overwrite=True)
     # The degraded input is a row of its own: the table and the PD plane show what restoration gained.
     methods = {"lq": lq_dir, "posterior_mean": pm_dir, **methods, **through_vae}
 
