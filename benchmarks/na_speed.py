@@ -60,7 +60,7 @@ import statistics
 import time
 
 import torch
-from roofline import DTYPES, achieved_cell, count_flops, matmul_peak, peak_line
+from roofline import DTYPES, achieved_cell, count_flops, matmul_peak, peak_line, sync_for, timing_defaults
 
 from latent_pmrf.models.attention import (
     brute_force_neighborhood_attention,
@@ -127,10 +127,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, help="default: 3 on CUDA, 1 on CPU")
     p.add_argument("--json", help="also write the numbers to this file")
     args = p.parse_args()
-    cuda = args.device.startswith("cuda")
-    args.batch_size = args.batch_size or (8 if cuda else 1)
-    args.warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    cuda = timing_defaults(args)
+    sync = sync_for(args.device)
 
     natten_row = ["natten"] if natten_na2d(require_fused=True) else (["natten_flex"] if natten_na2d() else [])
     names = ["brute_force", "torch"] + (natten_row if cuda else [])
